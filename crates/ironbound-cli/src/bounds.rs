@@ -1,0 +1,97 @@
+//! `ironbound bounds`: output and margin bounds for inputs from a .npy/.npz file.
+
+use crate::common;
+use clap::Parser;
+use ironbound::bounds::{input_region, lower_bound, output_bounds, spec, Method, Spec};
+use ironbound::error::{Error, Result};
+use ironbound::io::npy;
+use ironbound::tensor::{default_device, from_vec, to_vec};
+use ironbound::verify::certify::check_eps;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+pub struct Args {
+    /// Model file (.onnx or .safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// Inputs, float32 [N, ...] with C*H*W values per row (.npy, or .npz with one array or 'x').
+    #[arg(long)]
+    input: PathBuf,
+    /// Radius of the l-infinity ball.
+    #[arg(long, allow_negative_numbers = true)]
+    eps: f64,
+    /// Relaxation (ibp, hbox, deepz, crown, crown-0, crown-ibp, cap-ibp, alpha-crown).
+    #[arg(long)]
+    method: String,
+    /// Labels (int64 [N]): also writes margin_lower, bounds on f_y - f_j.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Intersect the ball with [MIN, MAX].
+    #[arg(long, num_args = 2, value_names = ["MIN", "MAX"], allow_negative_numbers = true)]
+    clip: Option<Vec<f64>>,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// Output .npz with lower, upper [N, K] (and margin_lower).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let method: Method = a.method.parse()?;
+    let eps = check_eps(a.eps)?;
+    let clip = match a.clip.as_deref() {
+        Some(&[lo, hi]) if lo <= hi => Some((lo, hi)),
+        Some(c) => return Err(Error::input(format!("--clip needs MIN <= MAX, got {c:?}"))),
+        None => None,
+    };
+    common::check_output(&a.out)?;
+    let device = default_device();
+    let net = common::load_model(&a.model, &device)?;
+    let x = npy::read_f32(&a.input, &["x", "input"])?;
+    let shape = net.input_shape();
+    let per: usize = shape.iter().product();
+    let n = x.shape.first().copied().unwrap_or(0);
+    if x.shape.len() < 2 || n * per != x.data.len() {
+        return Err(Error::file(&a.input, format!("has shape {:?}, expected [N, {}] or [N, {}, {}, {}] for this model", x.shape, per, shape[0], shape[1], shape[2])));
+    }
+    let k = net.num_outputs();
+    let labels: Option<Vec<usize>> = match &a.labels {
+        None => None,
+        Some(p) => {
+            let l = npy::read_labels(p)?;
+            if l.data.len() != n {
+                return Err(Error::file(p, format!("has {} labels for {n} inputs", l.data.len())));
+            }
+            if let Some(bad) = l.data.iter().find(|&&y| y as usize >= k) {
+                return Err(Error::file(p, format!("label {bad} is out of range for a model with {k} outputs")));
+            }
+            Some(l.data.iter().map(|&y| y as usize).collect())
+        }
+    };
+    let relax = method.relaxation();
+    let (mut lower, mut upper, mut margins) = (Vec::new(), Vec::new(), Vec::new());
+    let bs = a.batch_size.max(1);
+    let bar = common::progress(n, "bounds");
+    for start in (0..n).step_by(bs) {
+        let end = (start + bs).min(n);
+        let xb = from_vec(x.data[start * per..end * per].to_vec(), [end - start, shape[0], shape[1], shape[2]], &device);
+        let region = input_region(&xb, eps, clip);
+        let (lo, hi) = output_bounds(&net, &region, &relax)?;
+        lower.extend(to_vec(lo));
+        upper.extend(to_vec(hi));
+        if let Some(l) = &labels {
+            let ys = &l[start..end];
+            let lb = to_vec(lower_bound(&net, &region, &Spec::margins(ys, k, &device)?, &relax)?);
+            margins.extend(spec::insert_label_column(&lb, ys, k));
+        }
+        bar.set_position(end as u64);
+    }
+    bar.finish_and_clear();
+    let dims = [n, k];
+    let mut arrays: Vec<(&str, &[usize], &[f32])> = vec![("lower", &dims, &lower), ("upper", &dims, &upper)];
+    if labels.is_some() {
+        arrays.push(("margin_lower", &dims, &margins));
+    }
+    npy::write_npz(&a.out, &arrays)
+}

@@ -1,0 +1,60 @@
+//! The `ironbound` command: argument parsing and printing only; the work is in the library.
+
+mod bench;
+mod bounds;
+mod certify;
+mod common;
+mod init;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "ironbound", version, about = "Train provably robust ReLU networks and certify them with convex relaxations")]
+struct Cli {
+    /// Log level (error, warn, info, debug, trace); also RUST_LOG.
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bounds on a model's outputs (and margins) over l-infinity balls around inputs.
+    Bounds(bounds::Args),
+    /// Clean, certified and PGD accuracy of a model on a dataset.
+    Certify(certify::Args),
+    /// Save a named architecture with seeded random weights.
+    Init(init::Args),
+    /// Time the reference workloads of shared/bench/WORKLOADS.md.
+    Bench(bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // A panic is a bug; report it on one line with exit code 1 instead of a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info.payload().downcast_ref::<&str>().map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("ironbound: internal error{at}: {msg} (please report this)");
+    }));
+    let result = std::panic::catch_unwind(|| match cli.command {
+        Command::Bounds(a) => bounds::run(a),
+        Command::Certify(a) => certify::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Init(a) => init::run(a),
+    });
+    match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("ironbound: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+        Err(_) => ExitCode::from(1),
+    }
+}

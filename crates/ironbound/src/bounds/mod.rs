@@ -1,0 +1,182 @@
+//! The bound engine: one interval engine, one back-substitution engine and one zonotope
+//! engine, driven by a `Relaxation` value. Everything is differentiable with respect to the
+//! weights (the tensors carry autodiff when the network's parameters do).
+
+pub mod alpha;
+pub mod backsub;
+pub mod interval;
+pub mod relaxation;
+pub mod spec;
+pub mod zonotope;
+
+pub use backsub::{Backsub, RowLines};
+pub use interval::Interval;
+pub use relaxation::{parse_methods, Engine, LowerLine, Method, Relaxation};
+pub use spec::Spec;
+
+use crate::error::{Error, Result};
+use crate::net::{relu, Network, Op, ReluLower};
+use crate::tensor::Tensor;
+
+/// The l-infinity ball of radius `eps` around each sample, intersected with [min, max].
+pub fn input_region(x: &Tensor<4>, eps: f64, clip: Option<(f64, f64)>) -> Interval {
+    let (mut lo, mut hi) = (x.clone() - eps, x.clone() + eps);
+    if let Some((min, max)) = clip {
+        lo = lo.clamp(min, max);
+        hi = hi.clamp(min, max);
+    }
+    Interval::new(lo, hi)
+}
+
+/// Number of dense (non-elementwise) affine layers between the input and each value, or
+/// `usize::MAX` after a ReLU or a residual add. Interval bounds are exact up to depth 1.
+fn affine_depth(net: &Network) -> Vec<usize> {
+    let mut depth = vec![0usize];
+    for node in net.nodes() {
+        let d = match &node.op {
+            Op::Relu | Op::Add => usize::MAX,
+            op => {
+                let before = depth[node.inputs[0]];
+                let elementwise = op.as_affine().is_some_and(|a| a.is_elementwise());
+                if elementwise { before } else { before.saturating_add(1) }
+            }
+        };
+        depth.push(d);
+    }
+    depth
+}
+
+/// Bounds of the inputs of every ReLU (and value 0, the input region), plus the interval
+/// bounds of every value when they were computed anyway.
+pub struct Intermediate {
+    pub bounds: Vec<Option<Interval>>,
+    pub output_zonotope: Option<zonotope::Zonotope>,
+}
+
+fn relu_lines(net: &Network, bounds: &[Option<Interval>], lower: ReluLower) -> Vec<Option<RowLines>> {
+    net.nodes()
+        .iter()
+        .map(|node| match (&node.op, &bounds[node.inputs[0]]) {
+            (Op::Relu, Some(b)) => Some(RowLines::from_lines(&relu::lines(&b.lo, &b.hi, lower))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Lower bounds `[N, 2F]` of `[I; -I] . value(v)` by back-substitution. When v comes out of
+/// a linear layer the identity is folded into it (the rows start as `[W; -W]`).
+fn backsub_value(ctx: &Backsub, v: usize) -> Tensor<2> {
+    let shape = ctx.net.shape(v);
+    let f = shape.iter().product::<usize>();
+    let device = ctx.bounds[0].as_ref().map(|b| b.lo.device()).unwrap_or_else(crate::tensor::default_device);
+    let (seeds, bias) = match ctx.net.producer(v).map(|n| (&n.op, n.inputs[0])) {
+        Some((Op::Linear(l), input)) => {
+            let w = l.weight.clone();
+            let a = Tensor::cat(vec![w.clone(), w.neg()], 0).unsqueeze::<3>();
+            let b = Tensor::cat(vec![l.bias.clone(), l.bias.clone().neg()], 0).unsqueeze::<2>();
+            (vec![(input, a)], Some(b))
+        }
+        _ => (vec![(v, Spec::identity_pair(f, &device).c)], None),
+    };
+    ctx.lower_bound(seeds, bias, &|_| true)
+}
+
+/// Splits lower bounds of `[I; -I]` into an interval of shape `shape`.
+fn split_pair(lb: Tensor<2>, shape: [usize; 3]) -> Interval {
+    let [n, two_f] = lb.dims();
+    let f = two_f / 2;
+    let lo = lb.clone().slice([0..n, 0..f]).reshape([n, shape[0], shape[1], shape[2]]);
+    let hi = lb.slice([0..n, f..two_f]).neg().reshape([n, shape[0], shape[1], shape[2]]);
+    Interval::new(lo, hi)
+}
+
+/// Computes the bounds every ReLU needs, with the relaxation's intermediate engine.
+pub fn intermediate(net: &Network, region: &Interval, relaxation: &Relaxation) -> Result<Intermediate> {
+    match relaxation.intermediate {
+        Engine::Interval => {
+            let all = interval::propagate(net, region);
+            Ok(Intermediate { bounds: all.into_iter().map(Some).collect(), output_zonotope: None })
+        }
+        Engine::Zonotope => {
+            let (z, bounds) = zonotope::propagate(net, region, relaxation.intermediate_lower)?;
+            Ok(Intermediate { bounds, output_zonotope: Some(z) })
+        }
+        Engine::BackSubstitution => {
+            let ibp = interval::propagate(net, region);
+            let depth = affine_depth(net);
+            let mut bounds: Vec<Option<Interval>> = vec![None; net.nodes().len() + 1];
+            bounds[0] = Some(region.clone());
+            let mut lines: Vec<Option<RowLines>> = vec![None; net.nodes().len()];
+            for (i, node) in net.nodes().iter().enumerate() {
+                if !matches!(node.op, Op::Relu) {
+                    continue;
+                }
+                let v = node.inputs[0];
+                if bounds[v].is_none() {
+                    bounds[v] = Some(if depth[v] <= 1 {
+                        ibp[v].clone()
+                    } else {
+                        let ctx = Backsub { net, bounds: &bounds, lines: &lines };
+                        split_pair(backsub_value(&ctx, v), net.shape(v))
+                    });
+                }
+                let b = bounds[v].as_ref().unwrap_or_else(|| unreachable!());
+                lines[i] = Some(RowLines::from_lines(&relu::lines(&b.lo, &b.hi, relaxation.intermediate_lower)));
+            }
+            Ok(Intermediate { bounds, output_zonotope: None })
+        }
+    }
+}
+
+/// Lower bounds `[N, K]` of `spec . f(x)` over the region, with the given relaxation.
+pub fn lower_bound(net: &Network, region: &Interval, spec: &Spec, relaxation: &Relaxation) -> Result<Tensor<2>> {
+    let out_shape = net.output_shape();
+    if spec.c.dims()[2] != out_shape.iter().product::<usize>() {
+        return Err(Error::input(format!("spec has {} columns, the network {} outputs", spec.c.dims()[2], net.num_outputs())));
+    }
+    let inter = intermediate(net, region, relaxation)?;
+    final_pass(net, region, spec, relaxation, inter)
+}
+
+fn final_pass(net: &Network, region: &Interval, spec: &Spec, relaxation: &Relaxation, inter: Intermediate) -> Result<Tensor<2>> {
+    let out = net.output_value();
+    match relaxation.final_pass {
+        Engine::Zonotope => {
+            let z = match inter.output_zonotope {
+                Some(z) => z,
+                None => zonotope::propagate(net, region, ReluLower::Parallel)?.0,
+            };
+            Ok(zonotope::spec_lower(&z, spec.c.clone()))
+        }
+        Engine::Interval => {
+            // Fold the spec into the last layer when it is affine: one back-substitution step,
+            // then concretise on the interval bounds of its input.
+            let all: Vec<Option<Interval>> = match inter.bounds.iter().all(|b| b.is_some()) {
+                true => inter.bounds,
+                false => interval::propagate(net, region).into_iter().map(Some).collect(),
+            };
+            let fold = net.producer(out).is_some_and(|n| n.op.as_affine().is_some());
+            let ctx = Backsub { net, bounds: &all, lines: &[] };
+            Ok(ctx.lower_bound(vec![(out, spec.c.clone())], None, &|v| fold && v == out))
+        }
+        Engine::BackSubstitution => match relaxation.final_lower {
+            LowerLine::Fixed(lower) => {
+                let lines = relu_lines(net, &inter.bounds, lower);
+                let ctx = Backsub { net, bounds: &inter.bounds, lines: &lines };
+                Ok(ctx.lower_bound(vec![(out, spec.c.clone())], None, &|_| true))
+            }
+            LowerLine::Optimised { iterations, learning_rate } => {
+                alpha::optimise(net, &inter.bounds, spec, iterations, learning_rate)
+            }
+        },
+    }
+}
+
+/// Elementwise lower and upper bounds `[N, K]` of the outputs.
+pub fn output_bounds(net: &Network, region: &Interval, relaxation: &Relaxation) -> Result<(Tensor<2>, Tensor<2>)> {
+    let k = net.num_outputs();
+    let spec = Spec::identity_pair(k, &region.lo.device());
+    let lb = lower_bound(net, region, &spec, relaxation)?;
+    let n = lb.dims()[0];
+    Ok((lb.clone().slice([0..n, 0..k]), lb.slice([0..n, k..2 * k]).neg()))
+}

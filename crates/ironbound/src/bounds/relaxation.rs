@@ -1,0 +1,129 @@
+//! A relaxation is a small value: how intermediate bounds are found, the ReLU lower line, and
+//! how the final bound of the specification is computed. Every named method is a preset.
+
+use crate::error::{Error, Result};
+use crate::net::ReluLower;
+use std::fmt;
+use std::str::FromStr;
+
+/// How a set of bounds is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// Interval arithmetic (the final pass folds the spec into the last layer).
+    Interval,
+    /// Back-substitution to the input through every layer.
+    BackSubstitution,
+    /// Zonotope propagation.
+    Zonotope,
+}
+
+/// How the ReLU lower line is chosen.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LowerLine {
+    Fixed(ReluLower),
+    /// alpha-CROWN: slopes of the final pass optimised by Adam, starting from CROWN's.
+    Optimised { iterations: usize, learning_rate: f64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Relaxation {
+    pub intermediate: Engine,
+    pub final_pass: Engine,
+    /// The lower line of the intermediate passes (ignored by the interval engine).
+    pub intermediate_lower: ReluLower,
+    /// The lower line of the final pass.
+    pub final_lower: LowerLine,
+}
+
+/// The named methods of CONTRACT.md's Relaxations table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Method {
+    Ibp,
+    Hbox,
+    Deepz,
+    Crown,
+    Crown0,
+    CrownIbp,
+    CapIbp,
+    AlphaCrown,
+}
+
+impl Method {
+    pub const ALL: [Method; 8] =
+        [Method::Ibp, Method::Hbox, Method::Deepz, Method::Crown, Method::Crown0, Method::CrownIbp, Method::CapIbp, Method::AlphaCrown];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Ibp => "ibp",
+            Method::Hbox => "hbox",
+            Method::Deepz => "deepz",
+            Method::Crown => "crown",
+            Method::Crown0 => "crown-0",
+            Method::CrownIbp => "crown-ibp",
+            Method::CapIbp => "cap-ibp",
+            Method::AlphaCrown => "alpha-crown",
+        }
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        match self {
+            Method::Ibp => &["box"],
+            Method::Deepz => &["fast-lin", "cap", "zono"],
+            Method::Crown => &["deeppoly"],
+            Method::AlphaCrown => &["optimized"],
+            _ => &[],
+        }
+    }
+
+    /// The preset, with alpha-CROWN's defaults (20 Adam steps, learning rate 0.1).
+    pub fn relaxation(&self) -> Relaxation {
+        use Engine::*;
+        use ReluLower::*;
+        let fixed = |intermediate, final_pass, lower| Relaxation {
+            intermediate,
+            final_pass,
+            intermediate_lower: lower,
+            final_lower: LowerLine::Fixed(lower),
+        };
+        match self {
+            Method::Ibp => fixed(Interval, Interval, Box),
+            Method::Hbox => fixed(Zonotope, Zonotope, Box),
+            Method::Deepz => fixed(BackSubstitution, BackSubstitution, Parallel),
+            Method::Crown => fixed(BackSubstitution, BackSubstitution, Adaptive),
+            Method::Crown0 => fixed(BackSubstitution, BackSubstitution, Zero),
+            Method::CrownIbp => fixed(Interval, BackSubstitution, Adaptive),
+            Method::CapIbp => fixed(Interval, BackSubstitution, Parallel),
+            Method::AlphaCrown => Relaxation {
+                intermediate: BackSubstitution,
+                final_pass: BackSubstitution,
+                intermediate_lower: Adaptive,
+                final_lower: LowerLine::Optimised { iterations: 20, learning_rate: 0.1 },
+            },
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Method {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let key = s.trim().to_ascii_lowercase().replace('_', "-");
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name() == key || m.aliases().contains(&key.as_str()))
+            .ok_or_else(|| {
+                let names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
+                Error::input(format!("unknown method '{s}' (known: {})", names.join(", ")))
+            })
+    }
+}
+
+/// Parses a comma-separated list of methods.
+pub fn parse_methods(list: &str) -> Result<Vec<Method>> {
+    list.split(',').filter(|s| !s.trim().is_empty()).map(str::parse).collect()
+}

@@ -1,0 +1,61 @@
+//! One error type for the library. Every variant says whether the user can fix it
+//! (bad input: exit code 2 in the CLI) or not (exit code 1).
+
+use std::path::{Path, PathBuf};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A value given by the user is invalid (flag, shape, method name, NaN input...).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// A file given by the user cannot be read or is not what it should be.
+    #[error("{}: {reason}", path.display())]
+    InvalidFile { path: PathBuf, reason: String },
+    /// A model uses something ironbound does not support (operator, attribute value).
+    #[error("{0}")]
+    Unsupported(String),
+    /// A dataset cannot be found locally nor downloaded.
+    #[error("{0}")]
+    DatasetUnavailable(String),
+    /// Anything else: a bug, an I/O failure while writing, a failed download.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Exit code for the command-line tool: 2 for bad input, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Internal(_) => 1,
+            _ => 2,
+        }
+    }
+
+    pub fn input(msg: impl Into<String>) -> Self {
+        Error::InvalidInput(msg.into())
+    }
+
+    pub fn file(path: impl AsRef<Path>, reason: impl std::fmt::Display) -> Self {
+        Error::InvalidFile { path: path.as_ref().to_path_buf(), reason: reason.to_string() }
+    }
+
+    pub fn unsupported(msg: impl Into<String>) -> Self {
+        Error::Unsupported(msg.into())
+    }
+
+    pub fn internal(msg: impl std::fmt::Display) -> Self {
+        Error::Internal(msg.to_string())
+    }
+}
+
+/// Return early with an `InvalidInput` error when a condition fails.
+#[macro_export]
+macro_rules! ensure_input {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err($crate::error::Error::InvalidInput(format!($($fmt)+)));
+        }
+    };
+}

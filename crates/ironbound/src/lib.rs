@@ -1,0 +1,15 @@
+//! ironbound: certified training and verification of ReLU networks with convex relaxations.
+//!
+//! Dependencies point one way: `data`/`io` -> `net` -> `bounds` -> `verify` (and later
+//! `train`, `analysis`); the `ironbound` binary in `ironbound-cli` only parses and prints.
+
+pub mod bounds;
+pub mod data;
+pub mod error;
+pub mod io;
+pub mod loss;
+pub mod net;
+pub mod tensor;
+pub mod verify;
+
+pub use error::{Error, Result};
