@@ -3,6 +3,7 @@
 //! Dependencies point one way: `data`/`io` -> `net` -> `bounds` -> `verify` (and later
 //! `train`, `analysis`); the `ironbound` binary in `ironbound-cli` only parses and prints.
 
+pub mod bench;
 pub mod bounds;
 pub mod data;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod io;
 pub mod loss;
 pub mod net;
 pub mod tensor;
+pub mod train;
 pub mod verify;
 
 pub use error::{Error, Result};

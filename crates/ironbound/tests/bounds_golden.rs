@@ -226,3 +226,14 @@ fn correlated_active_neurons() {
     let (lo, up) = (to_vec(lo)[0], to_vec(up)[0]);
     assert!(lo >= 3.95 && lo <= 4.0 + TOL && (up - 5.5).abs() <= TOL, "alpha-crown [{lo}, {up}]");
 }
+
+#[test]
+fn malformed_specs_are_errors() {
+    let (net, region) = net_a();
+    assert!(Spec::margins(&[2], 2, &dev()).is_err(), "label out of range");
+    assert!(Spec::margins(&[0], 1, &dev()).is_err(), "one class");
+    let wrong = Spec::new(from_vec(vec![1.0, 0.0, -1.0], [1, 1, 3], &dev()));
+    for m in Method::ALL {
+        assert!(lower_bound(&net, &region, &wrong, &m.relaxation()).is_err(), "{m}: 3 spec columns for 2 outputs");
+    }
+}

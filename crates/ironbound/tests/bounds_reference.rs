@@ -156,6 +156,60 @@ fn normalize_layer_matches_reference() {
 }
 
 #[test]
+fn rectangular_convolutions_match_reference() {
+    let net = rect_convnet(9);
+    case("rect-convnet", &net, 3, 800, 0.1, None).check_all_methods();
+}
+
+#[test]
+fn stacked_affine_layers_match_reference() {
+    let net = stacked_affine(10, false);
+    case("fc-fc", &net, 3, 900, 0.4, None).check_all_methods();
+    let net = stacked_affine(11, true);
+    case("conv-conv", &net, 3, 901, 0.3, None).check_all_methods();
+}
+
+#[test]
+fn arbitrary_linear_specs_match_reference() {
+    // Dense random C, shared by the batch ([1, 4, K]) and per sample ([N, 2, K]).
+    let net = mlp(12, &[6, 8, 8, 3]);
+    let c = case("spec", &net, 3, 1000, 0.12, None);
+    let d = dense(&net);
+    let k = net.num_outputs();
+    let mut rng = ironbound::net::init::SplitMix64::new(99);
+    for (b, rows) in [(1usize, 4usize), (3, 2)] {
+        let cv: Vec<f32> = (0..b * rows * k).map(|_| (2.0 * rng.uniform() - 1.0) as f32).collect();
+        let spec = Spec::new(ironbound::tensor::from_vec(cv.clone(), [b, rows, k], &dev()));
+        for m in Method::ALL {
+            let got = rows2(lower_bound(&net, &input_region(&c.x, c.eps, None), &spec, &m.relaxation()).unwrap());
+            let want: Vec<Vec<f64>> = c
+                .boxes()
+                .iter()
+                .enumerate()
+                .map(|(n, (lo, hi))| {
+                    let base = if b == 1 { 0 } else { n * rows * k };
+                    let cr: Vec<Vec<f64>> = (0..rows).map(|r| (0..k).map(|j| cv[base + r * k + j] as f64).collect()).collect();
+                    match reference_of(m) {
+                        Some((inter, fin)) => reference_lower(&d, lo, hi, inter, fin, &cr),
+                        // alpha-CROWN: checked against CROWN below
+                        None => reference_lower(&d, lo, hi, Pass::Backsub(Rule::Adaptive), Pass::Backsub(Rule::Adaptive), &cr),
+                    }
+                })
+                .collect();
+            if m == Method::AlphaCrown {
+                for (g, w) in got.iter().zip(&want) {
+                    for (a, b) in g.iter().zip(w) {
+                        assert!(*a as f64 >= b - TOL * (1.0 + b.abs()), "alpha-crown {a} below crown {b}");
+                    }
+                }
+            } else {
+                assert_close_rows(&format!("{m} spec B={b}"), &got, &want, TOL);
+            }
+        }
+    }
+}
+
+#[test]
 fn clipped_input_box_matches_reference() {
     let net = mlp(7, &[6, 8, 8, 3]);
     let c = case("clipped", &net, 4, 600, 0.3, Some((0.0, 1.0)));

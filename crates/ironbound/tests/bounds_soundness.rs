@@ -85,7 +85,7 @@ fn every_method_is_sound_on_mlps() {
 
 #[test]
 fn every_method_is_sound_on_convnets() {
-    for (name, net, eps) in [("convnet", convnet(4), 0.05), ("convnet-remainder", convnet_remainder(5), 0.1), ("normalized", normalized_convnet(6), 0.08)] {
+    for (name, net, eps) in [("convnet", convnet(4), 0.05), ("convnet-remainder", convnet_remainder(5), 0.1), ("normalized", normalized_convnet(6), 0.08), ("rect", rect_convnet(7), 0.1), ("conv-conv", stacked_affine(8, true), 0.3)] {
         let (x, _) = random_inputs(&net, 3, 20, 0.0, 1.0);
         check_sound(name, &net, x, eps, None, 2000, 9, &Method::ALL);
     }

@@ -62,6 +62,10 @@ pub fn optimise(net: &Network, bounds: &[Option<Interval>], spec: &Spec, iterati
     };
 
     let mut best = run(&alphas).detach();
+    if alphas.is_empty() {
+        // No ReLU: the bound is already exact, there is nothing to optimise.
+        return Ok(best);
+    }
     let mut states: Vec<AdamState> =
         alphas.iter().map(|a| AdamState { m: a.zeros_like(), v: a.zeros_like() }).collect();
     for step in 1..=iterations {

@@ -23,7 +23,7 @@ fn read_npy<R: Read>(npy: npyz::NpyFile<R>, path: &Path) -> Result<Array<f64>> {
     }
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let descr = npy.dtype().descr();
-    let data: Vec<f64> = match descr.trim_start_matches(['<', '|', '=']) {
+    let data: Vec<f64> = match descr.trim_matches('\'').trim_start_matches(['<', '|', '=']) {
         "f4" => npy.into_vec::<f32>().map(|v| v.into_iter().map(f64::from).collect()),
         "f8" => npy.into_vec::<f64>(),
         "i8" => npy.into_vec::<i64>().map(|v| v.into_iter().map(|x| x as f64).collect()),

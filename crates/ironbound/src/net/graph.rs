@@ -123,7 +123,8 @@ impl Network {
 
     /// The same network with every parameter tensor replaced by `f(tensor)` (moving to
     /// another device, detaching, marking for gradients).
-    pub fn map_params(&self, f: &mut dyn FnMut(super::Param) -> super::Param) -> Network {
+    /// (`f` gets the local name: weight, bias, mean, std, running_mean, running_var.)
+    pub fn map_params(&self, f: &mut dyn FnMut(&str, super::Param) -> super::Param) -> Network {
         let nodes = self
             .nodes
             .iter()
@@ -133,7 +134,7 @@ impl Network {
     }
 
     pub fn to_device(&self, device: &Device) -> Network {
-        self.map_params(&mut |p| p.map(|t1| t1.to_device(device), |t2| t2.to_device(device), |t4| t4.to_device(device)))
+        self.map_params(&mut |_, p| p.map(|t1| t1.to_device(device), |t2| t2.to_device(device), |t4| t4.to_device(device)))
     }
 
     /// Named parameters, PyTorch style (`<node>.weight`, `<node>.bias`, ...).

@@ -111,6 +111,25 @@ impl Param {
         }
     }
 
+    /// Tracks gradients of this tensor from now on.
+    pub fn require_grad(self) -> Param {
+        self.map(|t| t.autodiff().require_grad(), |t| t.autodiff().require_grad(), |t| t.autodiff().require_grad())
+    }
+
+    /// Plain values: no autodiff association, no graph.
+    pub fn plain(self) -> Param {
+        self.map(|t| t.detach().without_autodiff(), |t| t.detach().without_autodiff(), |t| t.detach().without_autodiff())
+    }
+
+    /// This tensor's gradient in `grads`, if it has one.
+    pub fn grad(&self, grads: &burn::tensor::Gradients) -> Option<Param> {
+        match self {
+            Param::D1(t) => t.grad(grads).map(Param::D1),
+            Param::D2(t) => t.grad(grads).map(Param::D2),
+            Param::D4(t) => t.grad(grads).map(Param::D4),
+        }
+    }
+
     pub fn dims(&self) -> Vec<usize> {
         match self {
             Param::D1(t) => t.dims().to_vec(),
@@ -153,34 +172,35 @@ impl Op {
         }
     }
 
-    pub fn map_params(&self, f: &mut dyn FnMut(Param) -> Param) -> Op {
-        fn d1(f: &mut dyn FnMut(Param) -> Param, t: &Tensor<1>) -> Tensor<1> {
-            match f(Param::D1(t.clone())) {
+    /// Every tensor of the op (parameters and constants) replaced by `f(local_name, tensor)`.
+    pub fn map_params(&self, f: &mut dyn FnMut(&str, Param) -> Param) -> Op {
+        fn d1(f: &mut dyn FnMut(&str, Param) -> Param, name: &str, t: &Tensor<1>) -> Tensor<1> {
+            match f(name, Param::D1(t.clone())) {
                 Param::D1(t) => t,
                 _ => unreachable!("map_params must keep ranks"),
             }
         }
         match self {
             Op::Linear(l) => {
-                let weight = match f(Param::D2(l.weight.clone())) {
+                let weight = match f("weight", Param::D2(l.weight.clone())) {
                     Param::D2(t) => t,
                     _ => unreachable!("map_params must keep ranks"),
                 };
-                Op::Linear(Linear::new(weight, d1(f, &l.bias)))
+                Op::Linear(Linear::new(weight, d1(f, "bias", &l.bias)))
             }
             Op::Conv2d(c) => {
-                let weight = match f(Param::D4(c.weight.clone())) {
+                let weight = match f("weight", Param::D4(c.weight.clone())) {
                     Param::D4(t) => t,
                     _ => unreachable!("map_params must keep ranks"),
                 };
-                Op::Conv2d(Conv2d::new(weight, d1(f, &c.bias), c.stride, c.padding))
+                Op::Conv2d(Conv2d::new(weight, d1(f, "bias", &c.bias), c.stride, c.padding))
             }
-            Op::Normalize(n) => Op::Normalize(Normalize::new(d1(f, &n.mean), d1(f, &n.std))),
+            Op::Normalize(n) => Op::Normalize(Normalize::new(d1(f, "mean", &n.mean), d1(f, "std", &n.std))),
             Op::BatchNorm(b) => Op::BatchNorm(BatchNorm {
-                gamma: d1(f, &b.gamma),
-                beta: d1(f, &b.beta),
-                running_mean: d1(f, &b.running_mean),
-                running_var: d1(f, &b.running_var),
+                gamma: d1(f, "weight", &b.gamma),
+                beta: d1(f, "bias", &b.beta),
+                running_mean: d1(f, "running_mean", &b.running_mean),
+                running_var: d1(f, "running_var", &b.running_var),
                 eps: b.eps,
             }),
             other => other.clone(),

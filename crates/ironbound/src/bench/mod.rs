@@ -1,0 +1,179 @@
+//! `ironbound bench`: the eight workloads of shared/bench/WORKLOADS.md, timed the same way as
+//! the PyTorch reference (setup untimed, warm-up iterations, wall clock around each iteration,
+//! training weights restored before every iteration with the Adam state kept).
+
+pub mod models;
+
+use crate::bounds::{input_region, lower_bound, Method, Spec};
+use crate::error::{Error, Result};
+use crate::loss::{cross_entropy, one_hot, predictions, robust_cross_entropy};
+use crate::net::Network;
+use crate::tensor::{Device, Tensor};
+use crate::train::{Optimizer, OptimizerKind};
+use crate::verify::pgd::{self, PgdConfig};
+use models::{inputs, BenchModel, CONV, DM_LARGE, DM_SMALL, FC5};
+use serde::Serialize;
+use std::time::Instant;
+
+pub const WORKLOADS: [&str; 8] = [
+    "train-natural-dmsmall",
+    "train-ibp-dmsmall",
+    "train-crownibp-dmsmall",
+    "train-crownibp-dmlarge-cifar",
+    "bounds-crown-fc5",
+    "bounds-crown-conv",
+    "bounds-deepz-fc5",
+    "attack-pgd40-dmsmall",
+];
+
+/// One line of `ironbound bench --json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Timing {
+    pub workload: String,
+    pub ms_median: f64,
+    pub ms_min: f64,
+    pub iters: usize,
+    pub threads: usize,
+}
+
+/// What one iteration does; `prepare` runs untimed before each iteration.
+trait Workload {
+    fn prepare(&mut self) {}
+    fn iterate(&mut self) -> Result<()>;
+}
+
+/// Training step: clean forward for accuracy, a loss, backward, optimiser step.
+struct TrainStep {
+    initial: Network,
+    net: Network,
+    opt: Optimizer,
+    x: Tensor<4>,
+    y: Vec<usize>,
+    eps: f64,
+    method: Option<Method>,
+}
+
+impl Workload for TrainStep {
+    fn prepare(&mut self) {
+        self.net = self.initial.clone();
+    }
+    fn iterate(&mut self) -> Result<()> {
+        let device = self.x.device();
+        let k = self.net.num_outputs();
+        let tracked = self.opt.track(&self.net);
+        let loss = match self.method {
+            None => cross_entropy(tracked.forward(self.x.clone()), one_hot(&self.y, k, &device)),
+            Some(m) => {
+                let _correct = predictions(self.net.forward(self.x.clone()));
+                let region = input_region(&self.x, self.eps, Some((0.0, 1.0)));
+                let spec = Spec::margins(&self.y, k, &device)?;
+                robust_cross_entropy(lower_bound(&tracked, &region, &spec, &m.relaxation())?)
+            }
+        };
+        let grads = loss.clone().backward();
+        self.net = self.opt.step(&tracked, &grads)?;
+        let value: f32 = loss.into_scalar();
+        if !value.is_finite() {
+            return Err(Error::internal("bench loss is not finite"));
+        }
+        Ok(())
+    }
+}
+
+struct BoundStep {
+    net: Network,
+    x: Tensor<4>,
+    y: Vec<usize>,
+    eps: f64,
+    method: Method,
+}
+
+impl Workload for BoundStep {
+    fn iterate(&mut self) -> Result<()> {
+        let region = input_region(&self.x, self.eps, Some((0.0, 1.0)));
+        let spec = Spec::margins(&self.y, self.net.num_outputs(), &self.x.device())?;
+        let lb = lower_bound(&self.net, &region, &spec, &self.method.relaxation())?;
+        let _ = crate::tensor::to_vec(lb);
+        Ok(())
+    }
+}
+
+struct AttackStep {
+    net: Network,
+    x: Tensor<4>,
+    y: Vec<usize>,
+    eps: f64,
+    seed: u64,
+}
+
+impl Workload for AttackStep {
+    fn iterate(&mut self) -> Result<()> {
+        let region = input_region(&self.x, self.eps, Some((0.0, 1.0)));
+        self.seed += 1;
+        let cfg = PgdConfig { seed: self.seed, ..PgdConfig::new(40) };
+        let _robust = pgd::robust(&self.net, &self.x, &self.y, &region, self.eps, &cfg);
+        Ok(())
+    }
+}
+
+fn train(model: &BenchModel, n: usize, stream: u64, eps: f64, method: Option<Method>, device: &Device) -> Result<Box<dyn Workload>> {
+    let net = model.network(device)?;
+    let (x, y) = inputs(n, model.input, stream, device);
+    let opt = Optimizer::new(OptimizerKind::adam(), 5e-4, 0.0);
+    Ok(Box::new(TrainStep { initial: net.clone(), net, opt, x, y, eps, method }))
+}
+
+fn bounds(model: &BenchModel, n: usize, stream: u64, method: Method, device: &Device) -> Result<Box<dyn Workload>> {
+    let (x, y) = inputs(n, model.input, stream, device);
+    Ok(Box::new(BoundStep { net: model.network(device)?, x, y, eps: 0.1, method }))
+}
+
+fn build(name: &str, device: &Device) -> Result<Box<dyn Workload>> {
+    match name {
+        "train-natural-dmsmall" => train(&DM_SMALL, 256, 1, 0.0, None, device),
+        "train-ibp-dmsmall" => train(&DM_SMALL, 256, 1, 0.1, Some(Method::Ibp), device),
+        "train-crownibp-dmsmall" => train(&DM_SMALL, 256, 1, 0.1, Some(Method::CrownIbp), device),
+        "train-crownibp-dmlarge-cifar" => train(&DM_LARGE, 32, 7, 2.0 / 255.0, Some(Method::CrownIbp), device),
+        "bounds-crown-fc5" => bounds(&FC5, 100, 3, Method::Crown, device),
+        "bounds-crown-conv" => bounds(&CONV, 32, 5, Method::Crown, device),
+        "bounds-deepz-fc5" => bounds(&FC5, 100, 3, Method::Deepz, device),
+        "attack-pgd40-dmsmall" => {
+            let (x, y) = inputs(256, DM_SMALL.input, 1, device);
+            Ok(Box::new(AttackStep { net: DM_SMALL.network(device)?, x, y, eps: 0.1, seed: 0 }))
+        }
+        other => Err(Error::input(format!("unknown workload '{other}' (known: {})", WORKLOADS.join(", ")))),
+    }
+}
+
+/// Parses a comma-separated workload list (all when empty).
+pub fn parse_workloads(list: Option<&str>) -> Result<Vec<String>> {
+    let names: Vec<String> = match list {
+        None => WORKLOADS.iter().map(|s| s.to_string()).collect(),
+        Some(l) => l.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+    };
+    for n in &names {
+        if !WORKLOADS.contains(&n.as_str()) {
+            return Err(Error::input(format!("unknown workload '{n}' (known: {})", WORKLOADS.join(", "))));
+        }
+    }
+    Ok(names)
+}
+
+/// Runs one workload: `warmup` untimed iterations, then `iters` timed ones.
+pub fn run(name: &str, iters: usize, warmup: usize, threads: usize, device: &Device) -> Result<Timing> {
+    let mut w = build(name, device)?;
+    for _ in 0..warmup {
+        w.prepare();
+        w.iterate()?;
+    }
+    let mut ms = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        w.prepare();
+        let t0 = Instant::now();
+        w.iterate()?;
+        ms.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    let median = if ms.len() % 2 == 1 { ms[ms.len() / 2] } else { (ms[ms.len() / 2 - 1] + ms[ms.len() / 2]) / 2.0 };
+    Ok(Timing { workload: name.to_string(), ms_median: median, ms_min: ms[0], iters: ms.len(), threads })
+}

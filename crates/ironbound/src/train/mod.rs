@@ -1,0 +1,5 @@
+//! Training: optimisers (and, later, objectives, schedules and the epoch loop).
+
+pub mod optim;
+
+pub use optim::{Optimizer, OptimizerKind};
