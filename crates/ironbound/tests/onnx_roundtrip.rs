@@ -167,7 +167,11 @@ fn flat_input_mlp_with_feature_normalize_and_batchnorm_round_trips() {
     let spec = NetSpec {
         input_shape: [16, 1, 1],
         nodes: vec![
-            node("norm", OpSpec::Normalize { mean: (0..16).map(|i| i as f32 * 0.1).collect(), std: (0..16).map(|i| 0.5 + i as f32).collect() }, &[0]),
+            node(
+                "norm",
+                OpSpec::Normalize { mean: (0..16).map(|i| i as f32 * 0.1).collect(), std: (0..16).map(|i| 0.5 + i as f32).collect() },
+                &[0],
+            ),
             node("0", linear(16, 8), &[1]),
             node("1", OpSpec::Relu, &[2]),
             node("bn", OpSpec::BatchNorm { channels: 8, eps: 1e-3 }, &[3]),
@@ -266,7 +270,11 @@ fn mixed_ranks_and_odd_endings_round_trip() {
     roundtrip(spec, "mixed");
     let spec = NetSpec {
         input_shape: [1, 6, 6],
-        nodes: vec![node("c1", conv(1, 2, [3, 3], [1, 1], [0, 0]), &[0]), node("r", OpSpec::Relu, &[1]), node("c2", conv(2, 3, [4, 4], [1, 1], [0, 0]), &[2])],
+        nodes: vec![
+            node("c1", conv(1, 2, [3, 3], [1, 1], [0, 0]), &[0]),
+            node("r", OpSpec::Relu, &[1]),
+            node("c2", conv(2, 3, [4, 4], [1, 1], [0, 0]), &[2]),
+        ],
     };
     roundtrip(spec, "ends_in_conv");
     roundtrip(NetSpec { input_shape: [2, 3, 3], nodes: vec![] }, "empty");
@@ -360,17 +368,31 @@ fn pytorch_style_normalize_conv_and_shape_gather_concat_reshape_flatten() {
             n("Relu", "/relu/Relu", &["/conv/Conv_output_0"], &["/relu/Relu_output_0"]),
             n("Shape", "/Shape", &["/relu/Relu_output_0"], &["/Shape_output_0"]),
             int_const("/Constant_output_0", &[], &[0]),
-            na("Gather", "/Gather", &["/Shape_output_0", "/Constant_output_0"], &["/Gather_output_0"], vec![AttributeProto::int("axis", 0)]),
+            na(
+                "Gather",
+                "/Gather",
+                &["/Shape_output_0", "/Constant_output_0"],
+                &["/Gather_output_0"],
+                vec![AttributeProto::int("axis", 0)],
+            ),
             int_const("/Constant_1_output_0", &[1], &[0]),
             n("Unsqueeze", "/Unsqueeze", &["/Gather_output_0", "/Constant_1_output_0"], &["/Unsqueeze_output_0"]),
             int_const("/Constant_2_output_0", &[1], &[-1]),
-            na("Concat", "/Concat", &["/Unsqueeze_output_0", "/Constant_2_output_0"], &["/Concat_output_0"], vec![AttributeProto::int("axis", 0)]),
+            na(
+                "Concat",
+                "/Concat",
+                &["/Unsqueeze_output_0", "/Constant_2_output_0"],
+                &["/Concat_output_0"],
+                vec![AttributeProto::int("axis", 0)],
+            ),
             n("Reshape", "/Reshape", &["/relu/Relu_output_0", "/Concat_output_0"], &["/Reshape_output_0"]),
-            na("Gemm", "/fc/Gemm", &["/Reshape_output_0", "fc.weight", "fc.bias"], &["19"], vec![
-                AttributeProto::float("alpha", 1.0),
-                AttributeProto::float("beta", 1.0),
-                AttributeProto::int("transB", 1),
-            ]),
+            na(
+                "Gemm",
+                "/fc/Gemm",
+                &["/Reshape_output_0", "fc.weight", "fc.bias"],
+                &["19"],
+                vec![AttributeProto::float("alpha", 1.0), AttributeProto::float("beta", 1.0), AttributeProto::int("transB", 1)],
+            ),
         ],
         vec![
             TensorProto::from_f32("mean", &[1, 3, 1, 1], &mean),
@@ -437,7 +459,10 @@ fn matmul_plus_add_becomes_linear_with_bias() {
     assert_eq!(params[0].1.to_vec(), t(&w1, 8, 6));
     assert_eq!(params[1].1.to_vec(), b1);
     assert_eq!(params[3].1.to_vec(), b2);
-    let reference = NetSpec { input_shape: [8, 1, 1], nodes: vec![node("a", linear(8, 6), &[0]), node("r", OpSpec::Relu, &[1]), node("b", linear(6, 3), &[2])] };
+    let reference = NetSpec {
+        input_shape: [8, 1, 1],
+        nodes: vec![node("a", linear(8, 6), &[0]), node("r", OpSpec::Relu, &[1]), node("b", linear(6, 3), &[2])],
+    };
     let p = HashMap::from([("a.weight", t(&w1, 8, 6)), ("a.bias", b1), ("b.weight", t(&w2, 6, 3)), ("b.bias", b2)]);
     same_outputs(&net_with(&reference, &p), &net, "matmul");
 }

@@ -7,11 +7,10 @@
 //! back into nothing, so export + import gives the same `NetSpec`.
 
 use super::proto::{AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::net::{Network, Op, Shape};
 use crate::tensor::to_vec;
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::path::Path;
 
 pub const OPSET: i64 = 13;
@@ -19,7 +18,7 @@ pub const IR_VERSION: i64 = 7;
 
 /// Writes `net` as an ONNX file, atomically: a failed export leaves no partial file behind.
 pub fn export(net: &Network, path: &Path) -> Result<()> {
-    write_atomic(path, &export_bytes(net))
+    crate::io::atomic::write_bytes(path, &export_bytes(net))
 }
 
 /// The ONNX encoding of `net`.
@@ -56,11 +55,8 @@ impl Writer<'_> {
             return n.clone();
         }
         let s = self.net.shape(v);
-        let target: Vec<i64> = if rank == 2 {
-            vec![-1, (s[0] * s[1] * s[2]) as i64]
-        } else {
-            vec![-1, s[0] as i64, s[1] as i64, s[2] as i64]
-        };
+        let target: Vec<i64> =
+            if rank == 2 { vec![-1, (s[0] * s[1] * s[2]) as i64] } else { vec![-1, s[0] as i64, s[1] as i64, s[2] as i64] };
         let base = self.names[v].clone();
         let shape_name = format!("{base}.shape{rank}");
         self.inits.push(TensorProto::from_i64(shape_name.clone(), &[target.len()], &target));
@@ -136,7 +132,9 @@ fn model(net: &Network) -> ModelProto {
                 let r = w.ranks[x];
                 let c = b.gamma.dims()[0];
                 let mut ins = vec![w.names[x].clone()];
-                for (local, t) in [("weight", &b.gamma), ("bias", &b.beta), ("running_mean", &b.running_mean), ("running_var", &b.running_var)] {
+                for (local, t) in
+                    [("weight", &b.gamma), ("bias", &b.beta), ("running_mean", &b.running_mean), ("running_var", &b.running_var)]
+                {
                     ins.push(w.init_f32(format!("{n}.{local}"), &[c], &to_vec(t.clone())));
                 }
                 let ins: Vec<&str> = ins.iter().map(|s| s.as_str()).collect();
@@ -217,30 +215,4 @@ fn model(net: &Network) -> ModelProto {
         graph: Some(graph),
         ..Default::default()
     }
-}
-
-/// Writes `bytes` to a temporary file next to `path`, then renames it over `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let file_name = path.file_name().ok_or_else(|| Error::input(format!("{}: not a file path", path.display())))?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.{}-{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::internal(format!("cannot write ONNX model {}: {e}", path.display())));
-    }
-    Ok(())
 }

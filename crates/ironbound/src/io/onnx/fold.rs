@@ -277,8 +277,14 @@ pub(crate) fn cast(x: &Const, to: i64) -> R<Const> {
     let to = i32::try_from(to).map_err(|_| format!("Cast to unknown type {to}"))?;
     let data = match to {
         data_type::FLOAT | data_type::DOUBLE => Data::F(x.to_f32()),
-        data_type::INT64 | data_type::INT32 | data_type::INT16 | data_type::INT8 | data_type::UINT8 | data_type::UINT16
-        | data_type::UINT32 | data_type::UINT64 => match &x.data {
+        data_type::INT64
+        | data_type::INT32
+        | data_type::INT16
+        | data_type::INT8
+        | data_type::UINT8
+        | data_type::UINT16
+        | data_type::UINT32
+        | data_type::UINT64 => match &x.data {
             Data::I(v) => Data::I(v.clone()),
             Data::F(v) => Data::I(v.iter().map(|&f| f as i64).collect()),
         },
@@ -303,7 +309,9 @@ pub(crate) fn reshape_target(input: &[usize], target: &[i64], allowzero: bool) -
                 infer = Some(i);
                 out.push(1);
             }
-            0 if !allowzero => out.push(*input.get(i).ok_or_else(|| format!("Reshape target {target:?} copies dimension {i}, which the input {input:?} lacks"))?),
+            0 if !allowzero => out.push(
+                *input.get(i).ok_or_else(|| format!("Reshape target {target:?} copies dimension {i}, which the input {input:?} lacks"))?,
+            ),
             t if (0..=MAX_DIM).contains(&t) => out.push(t as usize),
             _ => return Err(format!("Reshape target {target:?} is invalid")),
         }

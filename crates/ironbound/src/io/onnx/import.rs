@@ -16,7 +16,7 @@
 use super::fold::{self, checked_numel, Const, MAX_DIM};
 use super::proto::{data_type, tensor_shape_proto::dimension, type_proto, AttributeProto, ModelProto, NodeProto};
 use crate::error::{Error, Result};
-use crate::net::{Network, NetSpec, NodeSpec, OpSpec, Shape};
+use crate::net::{NetSpec, Network, NodeSpec, OpSpec, Shape};
 use crate::tensor::Device;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -189,11 +189,7 @@ impl<'a> Importer<'a> {
                 )));
             }
             if !SUPPORTED.contains(&node.op_type.as_str()) {
-                return Err(self.unsupported(format!(
-                    "node '{}' has unsupported op type '{}'",
-                    Self::node_label(node, idx),
-                    node.op_type
-                )));
+                return Err(self.unsupported(format!("node '{}' has unsupported op type '{}'", Self::node_label(node, idx), node.op_type)));
             }
         }
         for init in &graph.initializer {
@@ -224,7 +220,8 @@ impl<'a> Importer<'a> {
                     )));
                 }
             }
-            let first = node.output.first().filter(|o| !o.is_empty()).ok_or_else(|| self.invalid(format!("node '{label}' has no output")))?;
+            let first =
+                node.output.first().filter(|o| !o.is_empty()).ok_or_else(|| self.invalid(format!("node '{label}' has no output")))?;
             for extra in node.output.iter().skip(1).filter(|o| !o.is_empty()) {
                 if self.uses.get(extra).copied().unwrap_or(0) > 0 {
                     return Err(self.unsupported(format!(
@@ -241,7 +238,9 @@ impl<'a> Importer<'a> {
 
         let out = match self.vals.get(&out_name) {
             Some(Val::N(_)) => self.realized(&out_name)?,
-            Some(Val::C(_)) => return Err(self.unsupported(format!("the graph output '{out_name}' is a constant, not computed from the input"))),
+            Some(Val::C(_)) => {
+                return Err(self.unsupported(format!("the graph output '{out_name}' is a constant, not computed from the input")))
+            }
             None => return Err(self.invalid(format!("the graph output '{out_name}' is not computed by any node"))),
         };
         Ok(self.finish(out.id))
@@ -254,7 +253,11 @@ impl<'a> Importer<'a> {
             [] => return Err(self.invalid("the graph has no input")),
             many => {
                 let names: Vec<_> = many.iter().map(|i| i.name.as_str()).collect();
-                return Err(self.unsupported(format!("the graph has {} inputs ({}); exactly one is supported", many.len(), names.join(", "))));
+                return Err(self.unsupported(format!(
+                    "the graph has {} inputs ({}); exactly one is supported",
+                    many.len(),
+                    names.join(", ")
+                )));
             }
         };
         let tensor = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
@@ -262,7 +265,8 @@ impl<'a> Importer<'a> {
             None => return Err(self.unsupported(format!("the graph input '{}' is not a tensor of known type", input.name))),
         };
         if tensor.elem_type != data_type::FLOAT {
-            return Err(self.unsupported(format!("the graph input '{}' has element type {}; only float is supported", input.name, tensor.elem_type)));
+            return Err(self
+                .unsupported(format!("the graph input '{}' has element type {}; only float is supported", input.name, tensor.elem_type)));
         }
         let dims = tensor.shape.as_ref().map(|s| &s.dim[..]).ok_or_else(|| {
             self.unsupported(format!("the graph input '{}' has no static shape; it must be [N, C, H, W] or [N, F]", input.name))
@@ -287,12 +291,7 @@ impl<'a> Importer<'a> {
         let (shape, rank) = match fixed.len() {
             4 => ([dim(1), dim(2), dim(3)], 4),
             2 => ([dim(1), 1, 1], 2),
-            r => {
-                return Err(self.unsupported(format!(
-                    "the graph input '{}' has rank {r}; it must be [N, C, H, W] or [N, F]",
-                    input.name
-                )))
-            }
+            r => return Err(self.unsupported(format!("the graph input '{}' has rank {r}; it must be [N, C, H, W] or [N, F]", input.name))),
         };
         if checked_numel(&shape, MAX_NUMEL).is_err() {
             return Err(self.invalid(format!("the graph input '{}' is too large: {shape:?}", input.name)));
@@ -330,9 +329,11 @@ impl<'a> Importer<'a> {
     // ----- values -----
 
     fn value(&self, node: &NodeProto, k: usize, label: &str) -> Result<&Val> {
-        let name = node.input.get(k).filter(|n| !n.is_empty()).ok_or_else(|| {
-            self.invalid(format!("node '{label}' ({}) lacks its input {}", node.op_type, k + 1))
-        })?;
+        let name = node
+            .input
+            .get(k)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| self.invalid(format!("node '{label}' ({}) lacks its input {}", node.op_type, k + 1)))?;
         self.vals.get(name).ok_or_else(|| self.invalid(format!("node '{label}' reads undefined value '{name}'")))
     }
 
@@ -433,9 +434,8 @@ impl<'a> Importer<'a> {
         let name = self.fresh_name(&a.name);
         let mean: Vec<f32> = a.s.iter().zip(&a.t).map(|(s, t)| (-t / s) as f32).collect();
         let std: Vec<f32> = a.s.iter().map(|s| (1.0 / s) as f32).collect();
-        let normalize_ok = a.s.iter().all(|&s| s > 0.0)
-            && mean.iter().all(|m| m.is_finite())
-            && std.iter().all(|s| s.is_finite() && *s > 0.0);
+        let normalize_ok =
+            a.s.iter().all(|&s| s > 0.0) && mean.iter().all(|m| m.is_finite()) && std.iter().all(|s| s.is_finite() && *s > 0.0);
         let id = if normalize_ok {
             self.push(name, OpSpec::Normalize { mean, std }, vec![v.id], vec![])?
         } else {
@@ -525,7 +525,9 @@ impl<'a> Importer<'a> {
                 match self.value(node, 0, label)?.clone() {
                     Val::C(c) => folded(fold::cast(&c, to)),
                     Val::N(_) if to == data_type::FLOAT as i64 => self.pass_through(&node.input[0]),
-                    Val::N(_) => Err(self.unsupported(format!("node '{label}': Cast of the network's values to type {to} is not supported"))),
+                    Val::N(_) => {
+                        Err(self.unsupported(format!("node '{label}': Cast of the network's values to type {to} is not supported")))
+                    }
                 }
             }
             "Shape" => {
@@ -567,7 +569,8 @@ impl<'a> Importer<'a> {
                         xs.push(self.constant(node, k, label)?);
                     }
                 }
-                let axis = attr(node, "axis").and_then(|a| a.i).ok_or_else(|| self.invalid(format!("node '{label}': Concat without axis")))?;
+                let axis =
+                    attr(node, "axis").and_then(|a| a.i).ok_or_else(|| self.invalid(format!("node '{label}': Concat without axis")))?;
                 let refs: Vec<&Const> = xs.iter().collect();
                 folded(fold::concat(&refs, axis))
             }
@@ -601,21 +604,22 @@ impl<'a> Importer<'a> {
 
     fn constant_node(&self, node: &NodeProto, label: &str) -> Result<Val> {
         let bad = |e: String| self.invalid(format!("node '{label}' (Constant): {e}"));
-        for a in &node.attribute {
-            let c = match a.name.as_str() {
-                "value" => {
-                    let t = a.t.as_ref().ok_or_else(|| bad("attribute 'value' holds no tensor".into()))?;
-                    fold::from_proto(t).map_err(|e| bad(format!("tensor {e}")))?
-                }
-                "value_float" => Const::floats(vec![], vec![a.f.ok_or_else(|| bad("'value_float' holds no float".into()))?]),
-                "value_floats" => Const::floats(vec![a.floats.len()], a.floats.clone()),
-                "value_int" => Const::ints(vec![], vec![a.i.ok_or_else(|| bad("'value_int' holds no integer".into()))?]),
-                "value_ints" => Const::ints(vec![a.ints.len()], a.ints.clone()),
-                other => return Err(self.unsupported(format!("node '{label}': Constant with attribute '{other}' is not supported"))),
-            };
-            return Ok(Val::C(c));
-        }
-        Err(bad("it has no value".into()))
+        // A Constant node carries exactly one of the value attributes.
+        let Some(a) = node.attribute.first() else {
+            return Err(bad("it has no value".into()));
+        };
+        let c = match a.name.as_str() {
+            "value" => {
+                let t = a.t.as_ref().ok_or_else(|| bad("attribute 'value' holds no tensor".into()))?;
+                fold::from_proto(t).map_err(|e| bad(format!("tensor {e}")))?
+            }
+            "value_float" => Const::floats(vec![], vec![a.f.ok_or_else(|| bad("'value_float' holds no float".into()))?]),
+            "value_floats" => Const::floats(vec![a.floats.len()], a.floats.clone()),
+            "value_int" => Const::ints(vec![], vec![a.i.ok_or_else(|| bad("'value_int' holds no integer".into()))?]),
+            "value_ints" => Const::ints(vec![a.ints.len()], a.ints.clone()),
+            other => return Err(self.unsupported(format!("node '{label}': Constant with attribute '{other}' is not supported"))),
+        };
+        Ok(Val::C(c))
     }
 
     fn reshape(&mut self, node: &NodeProto, idx: usize, label: &str) -> Result<Val> {
@@ -624,7 +628,9 @@ impl<'a> Importer<'a> {
         let allowzero = self.attr_int(node, label, "allowzero", 0)? != 0;
         let x = match self.value(node, 0, label)?.clone() {
             Val::C(c) => {
-                return fold::reshape(&c, &target, allowzero).map(Val::C).map_err(|e| self.invalid(format!("node '{label}' (Reshape): {e}")))
+                return fold::reshape(&c, &target, allowzero)
+                    .map(Val::C)
+                    .map_err(|e| self.invalid(format!("node '{label}' (Reshape): {e}")))
             }
             Val::N(_) => node.input[0].clone(),
         };
@@ -654,10 +660,7 @@ impl<'a> Importer<'a> {
             )));
         }
         let out = node.output.first().cloned().unwrap_or_default();
-        let only_linear = self
-            .consumers
-            .get(&out)
-            .is_some_and(|c| c.iter().all(|op| op == "Gemm" || op == "MatMul" || op == OUTPUT_USE));
+        let only_linear = self.consumers.get(&out).is_some_and(|c| c.iter().all(|op| op == "Gemm" || op == "MatMul" || op == OUTPUT_USE));
         if rank == 2 && only_linear {
             return Ok(Val::N(NetVal { id: v.id, rank, affine: None, exclusive }));
         }
@@ -758,7 +761,7 @@ impl<'a> Importer<'a> {
                 a.only_add = false;
             }
             _ => {
-                if k.iter().any(|&x| x == 0.0) {
+                if k.contains(&0.0) {
                     return Err(self.invalid(format!("node '{label}': division by zero")));
                 }
                 a.s.iter_mut().zip(&k).for_each(|(s, k)| *s /= k);
@@ -849,7 +852,8 @@ impl<'a> Importer<'a> {
             }
         }
         let name = self.fresh_name(&Self::base_name(node, idx, Some(&node.input[1])));
-        let id = self.push(name, OpSpec::Linear { in_features: f, out_features: k }, vec![v.id], vec![("weight", weight), ("bias", bias)])?;
+        let id =
+            self.push(name, OpSpec::Linear { in_features: f, out_features: k }, vec![v.id], vec![("weight", weight), ("bias", bias)])?;
         Ok(self.fresh(id, 2))
     }
 
@@ -976,9 +980,7 @@ impl<'a> Importer<'a> {
         let kernel = [kh as usize, kw as usize];
         let (stride, padding) = self.spatial_attrs(node, label, "AveragePool")?;
         if padding != [0, 0] && self.attr_int(node, label, "count_include_pad", 0)? == 0 {
-            return Err(self.unsupported(format!(
-                "node '{label}': AveragePool with padding and count_include_pad=0 is not supported"
-            )));
+            return Err(self.unsupported(format!("node '{label}': AveragePool with padding and count_include_pad=0 is not supported")));
         }
         if self.attr_int(node, label, "ceil_mode", 0)? != 0 {
             let s = self.shapes[v.id];
