@@ -48,11 +48,6 @@ fn flatten_values(t: &Tensor<4>) -> Tensor<2> {
     t.clone().reshape([n, c * h * w])
 }
 
-/// Lower bound of `a . x + bias` for x in the interval `b`: `[N, K]`.
-pub fn concretize(a: Tensor<3>, b: &Interval) -> Tensor<2> {
-    apply_rows(a.clone(), flatten_values(&b.center())) - apply_rows(a.abs(), flatten_values(&b.radius()))
-}
-
 fn add_opt<const D: usize>(acc: Option<Tensor<D>>, t: Tensor<D>) -> Tensor<D> {
     match acc {
         Some(a) => a + t,
@@ -61,27 +56,44 @@ fn add_opt<const D: usize>(acc: Option<Tensor<D>>, t: Tensor<D>) -> Tensor<D> {
 }
 
 impl Backsub<'_> {
-    /// Lower bound `[N, K]` of `a . value(start) + bias`, where `a` is given over the input of
-    /// the node producing `start` if `seeded` (so a caller may fold a spec into that node).
+    /// Lower bound `[N, K]` of `sum_v a_v . value(v) + bias` over the seeds `(v, a_v)`.
     ///
     /// `expand(v)` says whether to back-substitute through the node producing value v; when
     /// it returns false the form is concretised on `bounds[v]` instead. Value 0 is always
     /// concretised on the input region.
     pub fn lower_bound(&self, seeds: Vec<(usize, Tensor<3>)>, bias: Option<Tensor<2>>, expand: &dyn Fn(usize) -> bool) -> Tensor<2> {
+        self.run(seeds, bias, expand, false).0
+    }
+
+    /// Lower and upper bounds of the same linear form in one pass. Valid only when every
+    /// ReLU's lines are parallel (lower slope = upper slope: DeepZ, box): then the
+    /// coefficients do not depend on the direction, only the constants do.
+    pub fn symmetric_bounds(&self, seeds: Vec<(usize, Tensor<3>)>, bias: Option<Tensor<2>>, expand: &dyn Fn(usize) -> bool) -> (Tensor<2>, Tensor<2>) {
+        let (lo, hi) = self.run(seeds, bias, expand, true);
+        (lo, hi.unwrap_or_else(|| unreachable!("symmetric pass returns both bounds")))
+    }
+
+    fn run(&self, seeds: Vec<(usize, Tensor<3>)>, bias: Option<Tensor<2>>, expand: &dyn Fn(usize) -> bool, both: bool) -> (Tensor<2>, Option<Tensor<2>>) {
         let top = seeds.iter().map(|(v, _)| *v).max().unwrap_or(0);
         let mut acc: Vec<Option<Tensor<3>>> = vec![None; top + 1];
         for (v, a) in seeds {
             acc[v] = Some(add_opt(acc[v].take(), a));
         }
-        let mut constant = bias;
-        let mut result: Option<Tensor<2>> = None;
+        let mut c_lo = bias.clone();
+        let mut c_hi = if both { bias } else { None };
+        let (mut lo, mut hi): (Option<Tensor<2>>, Option<Tensor<2>>) = (None, None);
         for v in (0..=top).rev() {
             let Some(a) = acc[v].take() else { continue };
             let node = match self.net.producer(v) {
                 Some(node) if expand(v) => node,
                 _ => {
                     let b = self.bounds[v].as_ref().unwrap_or_else(|| panic!("back-substitution reached value {v} without bounds"));
-                    result = Some(add_opt(result, concretize(a, b)));
+                    let mid = apply_rows(a.clone(), flatten_values(&b.center()));
+                    let spread = apply_rows(a.abs(), flatten_values(&b.radius()));
+                    if both {
+                        hi = Some(add_opt(hi, mid.clone() + spread.clone()));
+                    }
+                    lo = Some(add_opt(lo, mid - spread));
                     continue;
                 }
             };
@@ -91,10 +103,16 @@ impl Backsub<'_> {
                 Op::Relu => {
                     let idx = v - 1;
                     let lines = self.lines[idx].as_ref().unwrap_or_else(|| panic!("no relaxation for ReLU node {idx}"));
-                    let (ap, an) = (pos(a.clone()), neg(a));
-                    let next = ap * lines.lower_slope.clone() + an.clone() * lines.upper_slope.clone();
-                    let c = (an * lines.upper_intercept.clone()).sum_dim(2).squeeze_dim::<2>(2);
-                    constant = Some(add_opt(constant, c));
+                    let dot = |t: Tensor<3>| (t * lines.upper_intercept.clone()).sum_dim(2).squeeze_dim::<2>(2);
+                    let next = if both {
+                        c_hi = Some(add_opt(c_hi, dot(pos(a.clone()))));
+                        c_lo = Some(add_opt(c_lo, dot(neg(a.clone()))));
+                        a * lines.lower_slope.clone()
+                    } else {
+                        let (ap, an) = (pos(a.clone()), neg(a));
+                        c_lo = Some(add_opt(c_lo, dot(an.clone())));
+                        ap * lines.lower_slope.clone() + an * lines.upper_slope.clone()
+                    };
                     acc[input] = Some(add_opt(acc[input].take(), next));
                 }
                 Op::Add => {
@@ -108,17 +126,25 @@ impl Backsub<'_> {
                     let in_shape = self.net.shape(input);
                     let a4 = a.reshape([bsz * k, out[0], out[1], out[2]]);
                     if let Some(c) = layer.bias_term(&a4) {
-                        constant = Some(add_opt(constant, c.reshape([bsz, k])));
+                        let c = c.reshape([bsz, k]);
+                        if both {
+                            c_hi = Some(add_opt(c_hi, c.clone()));
+                        }
+                        c_lo = Some(add_opt(c_lo, c));
                     }
                     let next = layer.transpose(a4, &in_shape).reshape([bsz, k, numel(&in_shape)]);
                     acc[input] = Some(add_opt(acc[input].take(), next));
                 }
             }
         }
-        let result = result.unwrap_or_else(|| unreachable!("a linear form always reaches a concretisation"));
-        match constant {
-            Some(c) => result + c,
-            None => result,
-        }
+        let finish = |t: Option<Tensor<2>>, c: Option<Tensor<2>>| {
+            let t = t.unwrap_or_else(|| unreachable!("a linear form always reaches a concretisation"));
+            match c {
+                Some(c) => t + c,
+                None => t,
+            }
+        };
+        let upper = both.then(|| finish(hi, c_hi));
+        (finish(lo, c_lo), upper)
     }
 }

@@ -63,31 +63,30 @@ fn relu_lines(net: &Network, bounds: &[Option<Interval>], lower: ReluLower) -> V
         .collect()
 }
 
-/// Lower bounds `[N, 2F]` of `[I; -I] . value(v)` by back-substitution. When v comes out of
-/// a linear layer the identity is folded into it (the rows start as `[W; -W]`).
-fn backsub_value(ctx: &Backsub, v: usize) -> Tensor<2> {
+/// Bounds of value v by back-substitution to the input. When v comes out of a linear layer
+/// the identity is folded into it (the rows start as W). With parallel ReLU lines one pass
+/// gives both sides; otherwise the rows are [I; -I] (lower bounds and negated upper bounds).
+fn backsub_value(ctx: &Backsub, v: usize, parallel: bool) -> Interval {
     let shape = ctx.net.shape(v);
     let f = shape.iter().product::<usize>();
     let device = ctx.bounds[0].as_ref().map(|b| b.lo.device()).unwrap_or_else(crate::tensor::default_device);
-    let (seeds, bias) = match ctx.net.producer(v).map(|n| (&n.op, n.inputs[0])) {
-        Some((Op::Linear(l), input)) => {
-            let w = l.weight.clone();
-            let a = Tensor::cat(vec![w.clone(), w.neg()], 0).unsqueeze::<3>();
-            let b = Tensor::cat(vec![l.bias.clone(), l.bias.clone().neg()], 0).unsqueeze::<2>();
-            (vec![(input, a)], Some(b))
-        }
-        _ => (vec![(v, Spec::identity_pair(f, &device).c)], None),
+    let (seed_value, a, bias) = match ctx.net.producer(v).map(|n| (&n.op, n.inputs[0])) {
+        Some((Op::Linear(l), input)) => (input, l.weight.clone().unsqueeze::<3>(), Some(l.bias.clone().unsqueeze::<2>())),
+        _ => (v, Spec::identity(f, &device).c, None),
     };
-    ctx.lower_bound(seeds, bias, &|_| true)
-}
-
-/// Splits lower bounds of `[I; -I]` into an interval of shape `shape`.
-fn split_pair(lb: Tensor<2>, shape: [usize; 3]) -> Interval {
-    let [n, two_f] = lb.dims();
-    let f = two_f / 2;
-    let lo = lb.clone().slice([0..n, 0..f]).reshape([n, shape[0], shape[1], shape[2]]);
-    let hi = lb.slice([0..n, f..two_f]).neg().reshape([n, shape[0], shape[1], shape[2]]);
-    Interval::new(lo, hi)
+    let to4 = |t: Tensor<2>| {
+        let n = t.dims()[0];
+        t.reshape([n, shape[0], shape[1], shape[2]])
+    };
+    if parallel {
+        let (lo, hi) = ctx.symmetric_bounds(vec![(seed_value, a)], bias, &|_| true);
+        return Interval::new(to4(lo), to4(hi));
+    }
+    let pair = Tensor::cat(vec![a.clone(), a.neg()], 1);
+    let bias = bias.map(|b| Tensor::cat(vec![b.clone(), b.neg()], 1));
+    let lb = ctx.lower_bound(vec![(seed_value, pair)], bias, &|_| true);
+    let n = lb.dims()[0];
+    Interval::new(to4(lb.clone().slice([0..n, 0..f])), to4(lb.slice([0..n, f..2 * f]).neg()))
 }
 
 /// Computes the bounds every ReLU needs, with the relaxation's intermediate engine.
@@ -117,7 +116,8 @@ pub fn intermediate(net: &Network, region: &Interval, relaxation: &Relaxation) -
                         ibp[v].clone()
                     } else {
                         let ctx = Backsub { net, bounds: &bounds, lines: &lines };
-                        split_pair(backsub_value(&ctx, v), net.shape(v))
+                        let parallel = matches!(relaxation.intermediate_lower, ReluLower::Parallel | ReluLower::Box);
+                        backsub_value(&ctx, v, parallel)
                     });
                 }
                 let b = bounds[v].as_ref().unwrap_or_else(|| unreachable!());

@@ -17,6 +17,15 @@ impl Spec {
         Spec { c }
     }
 
+    /// Rows e_0..e_{K-1}, shared by the batch.
+    pub fn identity(k: usize, device: &Device) -> Spec {
+        let mut v = vec![0.0f32; k * k];
+        for i in 0..k {
+            v[i * k + i] = 1.0;
+        }
+        Spec { c: from_vec(v, [1, k, k], device) }
+    }
+
     /// Rows e_0..e_{K-1} followed by -e_0..-e_{K-1}: lower bounds of the first half and
     /// (negated) upper bounds of the second half, in one pass.
     pub fn identity_pair(k: usize, device: &Device) -> Spec {
