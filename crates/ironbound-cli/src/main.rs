@@ -5,6 +5,7 @@ mod bounds;
 mod certify;
 mod common;
 mod init;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ enum Command {
     Init(init::Args),
     /// Time the reference workloads of shared/bench/WORKLOADS.md.
     Bench(bench::Args),
+    /// Train a certifiably robust network (checkpoints every epoch; rerun to resume).
+    Train(train::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Certify(a) => certify::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Init(a) => init::run(a),
+        Command::Train(a) => train::run(a),
     });
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,
