@@ -10,6 +10,11 @@ mod train;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+// Bound computations allocate and free large tensors at a high rate; mimalloc reuses them
+// instead of returning pages to the kernel and zero-filling fresh ones each time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "ironbound", version, about = "Train provably robust ReLU networks and certify them with convex relaxations")]
 struct Cli {
