@@ -46,13 +46,20 @@ def main():
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--eps", type=float, default=0.01)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--arch", choices=["fc5", "conv"], default="fc5",
+                    help="fc5: 784-400-200-100-100-10; conv: conv 16 4x4/2, conv 32 4x4/2, FC 100 (no padding, so the "
+                         "normalisation folds exactly into the first layer)")
     a = ap.parse_args()
     torch.manual_seed(0)
     xtr, ytr = idx(f"{FMNIST}/train-images-idx3-ubyte.gz"), idx(f"{FMNIST}/train-labels-idx1-ubyte.gz")
     xte, yte = idx(f"{FMNIST}/t10k-images-idx3-ubyte.gz")[: a.n], idx(f"{FMNIST}/t10k-labels-idx1-ubyte.gz")[: a.n]
     mean, std = 0.2860, 0.3530
-    body = nn.Sequential(nn.Flatten(), nn.Linear(784, 400), nn.ReLU(), nn.Linear(400, 200), nn.ReLU(),
-                         nn.Linear(200, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 10))
+    if a.arch == "fc5":
+        body = nn.Sequential(nn.Flatten(), nn.Linear(784, 400), nn.ReLU(), nn.Linear(400, 200), nn.ReLU(),
+                             nn.Linear(200, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 10))
+    else:
+        body = nn.Sequential(nn.Conv2d(1, 16, 4, 2), nn.ReLU(), nn.Conv2d(16, 32, 4, 2), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(32 * 5 * 5, 100), nn.ReLU(), nn.Linear(100, 10))
     model = nn.Sequential(Norm(mean, std), body)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     X, Y = torch.tensor(xtr), torch.tensor(ytr)
@@ -65,7 +72,7 @@ def main():
             opt.step()
     model.eval()
     tmp = tempfile.mkdtemp()
-    onnx_path = os.path.join(tmp, "fc5_norm.onnx")
+    onnx_path = os.path.join(tmp, f"{a.arch}_norm.onnx")
     torch.onnx.export(model, torch.zeros(1, 1, 28, 28), onnx_path, opset_version=13,
                       input_names=["input"], output_names=["output"],
                       dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, dynamo=False)
@@ -76,27 +83,30 @@ def main():
                     "--out", report], check=True)
     ours = json.load(open(report))
 
-    # Reference: fold the normalisation into the first linear layer (exact for an MLP).
+    # Reference: fold the normalisation into the first affine layer (exact without padding).
     layers = [m for m in body]
-    lin = layers[1]
-    folded = nn.Linear(784, 400)
+    k = 1 if a.arch == "fc5" else 0
+    first = layers[k]
+    folded = nn.Linear(784, 400) if a.arch == "fc5" else nn.Conv2d(1, 16, 4, 2)
     with torch.no_grad():
-        folded.weight.copy_(lin.weight / std)
-        folded.bias.copy_(lin.bias - lin.weight.sum(1) * mean / std)
-    layers[1] = folded
+        folded.weight.copy_(first.weight / std)
+        folded.bias.copy_(first.bias - first.weight.flatten(1).sum(1) * mean / std)
+    layers[k] = folded
     shapes = ref.layer_input_shapes(nn.Sequential(*layers), (1, 28, 28))
     x, y = torch.tensor(xte), torch.tensor(yte)
+    lbs = {m: [] for m in methods}
     with torch.no_grad():
         pred = nn.Sequential(*layers)(x).argmax(1)
         correct = pred == y
-        xl, xu = (x - a.eps).clamp(0, 1), (x + a.eps).clamp(0, 1)
-        C = ref.spec_matrix(y)
-        lbs = {
-            "ibp": ref.ibp(layers, xl, xu, C)[0],
-            "crown-ibp": ref.crown_ibp(layers, shapes, xl, xu, C)[0],
-            "crown": ref.full_backsub(layers, shapes, xl, xu, C, "crown")[0],
-            "deepz": ref.full_backsub(layers, shapes, xl, xu, C, "deepz")[0],
-        }
+        for i in range(0, len(x), 100):  # batches keep the reference's memory bounded
+            xb, yb = x[i:i + 100], y[i:i + 100]
+            xl, xu = (xb - a.eps).clamp(0, 1), (xb + a.eps).clamp(0, 1)
+            C = ref.spec_matrix(yb)
+            lbs["ibp"].append(ref.ibp(layers, xl, xu, C)[0])
+            lbs["crown-ibp"].append(ref.crown_ibp(layers, shapes, xl, xu, C)[0])
+            lbs["crown"].append(ref.full_backsub(layers, shapes, xl, xu, C, "crown")[0])
+            lbs["deepz"].append(ref.full_backsub(layers, shapes, xl, xu, C, "deepz")[0])
+    lbs = {m: torch.cat(v) for m, v in lbs.items()}
     theirs = {"clean_accuracy": correct.float().mean().item(),
               "certified_accuracy": {m: ((lb > 0).all(1) & correct).float().mean().item() for m, lb in lbs.items()}}
     print(json.dumps({"ironbound": ours, "pytorch": theirs}, indent=1))

@@ -4,7 +4,7 @@
 //! Written atomically after every epoch, so an interrupted run resumes from the last one.
 
 use super::metrics::EpochMetrics;
-use super::optim::{is_trainable, Optimizer};
+use super::optim::{is_trainable, MomentBuffers, Optimizer};
 use crate::error::{Error, Result};
 use crate::net::{NetSpec, Network};
 use crate::tensor::Device;
@@ -38,8 +38,8 @@ pub struct CheckpointMeta {
 pub struct Checkpoint {
     pub meta: CheckpointMeta,
     pub net: Network,
-    pub m: Vec<Option<Vec<f32>>>,
-    pub v: Vec<Option<Vec<f32>>>,
+    pub m: MomentBuffers,
+    pub v: MomentBuffers,
 }
 
 fn le_bytes(v: &[f32]) -> Vec<u8> {
@@ -98,7 +98,7 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
     });
     let net = net.map_err(|e| bad(e.to_string()))?;
     let n_trainable = net.named_params().iter().filter(|(n, _)| is_trainable(n.rsplit('.').next().unwrap_or(""))).count();
-    let buffers = |kind: &str| -> Vec<Option<Vec<f32>>> {
+    let buffers = |kind: &str| -> MomentBuffers {
         (0..n_trainable).map(|i| st.tensor(&format!("opt.{kind}.{i}")).ok().map(|v| floats(&v))).collect()
     };
     let (m, v) = (buffers("m"), buffers("v"));

@@ -15,6 +15,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+/// A TOML value, for setting keys from the command line.
+pub use toml::Value as ConfigValue;
+
 /// Which lower bounds the robust loss uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -290,6 +293,28 @@ fn closest_key(key: &str) -> Option<&'static str> {
         }
         row[b.len()]
     }
+    const ALIASES: [(&str, &str); 17] = [
+        ("learning_rate", "lr"),
+        ("eps_test", "eps"),
+        ("epsilon", "eps"),
+        ("n_epochs", "epochs"),
+        ("num_epochs", "epochs"),
+        ("warmup", "warmup_epochs"),
+        ("rampup", "rampup_epochs"),
+        ("ramp_up", "rampup_epochs"),
+        ("l1_reg", "l1"),
+        ("model", "arch"),
+        ("net", "arch"),
+        ("relaxation", "method"),
+        ("clip_grad", "grad_clip"),
+        ("elision", "spec"),
+        ("kappa", "kappa_end"),
+        ("beta", "beta_end"),
+        ("milestones", "lr_milestones"),
+    ];
+    if let Some((_, k)) = ALIASES.iter().find(|(a, _)| *a == key) {
+        return Some(k);
+    }
     KEYS.iter().map(|k| (dist(key, k), *k)).filter(|(d, _)| *d <= 3).min().map(|(_, k)| k)
 }
 
@@ -362,7 +387,11 @@ impl TrainConfig {
 
     /// The TOML text of this config (what `config.toml` holds).
     pub fn to_toml(&self) -> Result<String> {
-        toml::to_string(self).map_err(Error::internal)
+        let mut text = toml::to_string(self).map_err(Error::internal)?;
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        Ok(text)
     }
 }
 
@@ -417,15 +446,15 @@ impl TrainConfig {
         };
         let mut c = self.clone();
 
-        let dataset: DatasetName = c.dataset.as_deref().ok_or_else(|| missing("dataset"))?.parse().map_err(|e: Error| err("dataset", e.to_string()))?;
+        let dataset: DatasetName = c.dataset.as_deref().ok_or_else(|| missing("dataset"))?.parse().map_err(|e: Error| err("dataset", format!("is invalid: {e}")))?;
         c.dataset = Some(dataset.as_str().to_string());
         let arch_name = c.arch.clone().ok_or_else(|| missing("arch"))?;
-        let mut arch = arch::named(&arch_name, dataset.input_shape()).map_err(|e| err("arch", e.to_string()))?;
+        let mut arch = arch::named(&arch_name, dataset.input_shape()).map_err(|e| err("arch", format!("is invalid: {e}")))?;
         if c.normalize {
             let (mean, std) = dataset_statistics(dataset);
             arch = prepend_normalize(&arch, mean, std);
         }
-        let method: TrainMethod = c.method.as_deref().ok_or_else(|| missing("method"))?.parse().map_err(|e: Error| err("method", e.to_string()))?;
+        let method: TrainMethod = c.method.as_deref().ok_or_else(|| missing("method"))?.parse().map_err(|e: Error| err("method", format!("is invalid: {e}")))?;
         c.method = Some(method.name().to_string());
 
         let eps = c.eps.ok_or_else(|| missing("eps"))?;
@@ -519,15 +548,17 @@ impl TrainConfig {
         match c.lr_schedule {
             LrKind::Milestones => {
                 if c.lr_milestones.is_empty() {
-                    return Err(err("lr_milestones", "must list at least one epoch for lr_schedule = \"milestones\"".into()));
+                    return Err(err("lr_schedule", "= \"milestones\" needs `lr_milestones`, a list of epochs".into()));
                 }
                 if c.lr_milestones.windows(2).any(|w| w[0] >= w[1]) {
                     return Err(err("lr_milestones", format!("must be increasing, got {:?}", c.lr_milestones)));
                 }
             }
             LrKind::Step => {
-                if c.lr_step.unwrap_or(0) == 0 {
-                    return Err(err("lr_step", "must be at least 1 for lr_schedule = \"step\"".into()));
+                match c.lr_step {
+                    None => return Err(err("lr_schedule", "= \"step\" needs `lr_step`, the number of epochs between decays".into())),
+                    Some(0) => return Err(err("lr_step", "must be at least 1".into())),
+                    Some(_) => {}
                 }
             }
             LrKind::Constant => {}
@@ -565,7 +596,7 @@ impl TrainConfig {
             TrainMethod::Bound(m) => m,
         };
         let certify_method = match c.certify_method.as_deref() {
-            Some(s) => s.parse::<Method>().map_err(|e| err("certify_method", e.to_string()))?,
+            Some(s) => s.parse::<Method>().map_err(|e| err("certify_method", format!("is invalid: {e}")))?,
             None => default_cert,
         };
         c.certify_method = Some(certify_method.name().to_string());

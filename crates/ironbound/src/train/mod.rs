@@ -1,5 +1,16 @@
-//! Training: optimisers (and, later, objectives, schedules and the epoch loop).
+//! Training: optimisers, schedules, objectives, checkpoints and the epoch loop of
+//! `ironbound train` (see docs/train.md).
 
+pub mod batches;
+pub mod checkpoint;
+pub mod config;
+pub mod metrics;
+pub mod objective;
 pub mod optim;
+pub mod schedule;
+pub mod trainer;
 
+pub use config::{Resolved, Sources, TrainConfig, TrainMethod};
+pub use metrics::EpochMetrics;
 pub use optim::{Optimizer, OptimizerKind};
+pub use trainer::{run, Outcome, Progress, RunOptions, Silent};

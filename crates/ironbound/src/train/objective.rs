@@ -52,7 +52,9 @@ fn eye_loss(lb: Tensor<2>, one_hot: Tensor<2>) -> Tensor<1> {
 }
 
 impl Objective {
-    /// The robust loss at radius eps with CROWN-IBP weight beta, on the tracked network.
+    /// The robust loss at radius eps with CROWN-IBP weight beta, on the tracked network
+    /// (`plain` is the same network without gradient tracking, for the PGD attack).
+    #[allow(clippy::too_many_arguments)]
     pub fn robust(&self, tracked: &Network, plain: &Network, x: &Tensor<4>, y: &[usize], one_hot: &Tensor<2>, eps: f64, beta: f64, pgd_seed: u64) -> Result<Tensor<1>> {
         let device: Device = x.device();
         let k = tracked.num_outputs();

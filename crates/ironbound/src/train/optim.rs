@@ -23,6 +23,10 @@ impl OptimizerKind {
     }
 }
 
+/// One optimiser buffer per trainable parameter (None until its first update), as plain
+/// row-major values: what `Optimizer::state` returns and `restore_state` takes.
+pub type MomentBuffers = Vec<Option<Vec<f32>>>;
+
 pub fn is_trainable(local_name: &str) -> bool {
     matches!(local_name, "weight" | "bias")
 }
@@ -146,21 +150,21 @@ impl Optimizer {
     }
 
     /// The moment buffers as plain float vectors (for checkpoints).
-    pub fn state(&self) -> (Vec<Option<Vec<f32>>>, Vec<Option<Vec<f32>>>) {
+    pub fn state(&self) -> (MomentBuffers, MomentBuffers) {
         let f = |v: &Vec<Option<Param>>| v.iter().map(|p| p.as_ref().map(Param::to_vec)).collect();
         (f(&self.m), f(&self.v))
     }
 
     /// Restores moment buffers saved by `state` (and the step count, which Adam's bias
     /// correction needs). Shapes come from `net`'s trainable parameters, in the same order.
-    pub fn restore_state(&mut self, net: &Network, m: Vec<Option<Vec<f32>>>, v: Vec<Option<Vec<f32>>>, steps: u64) -> Result<()> {
+    pub fn restore_state(&mut self, net: &Network, m: MomentBuffers, v: MomentBuffers, steps: u64) -> Result<()> {
         let shapes: Vec<(Vec<usize>, crate::tensor::Device)> = net
             .named_params()
             .into_iter()
             .filter(|(name, _)| is_trainable(name.rsplit('.').next().unwrap_or("")))
             .map(|(_, p)| (p.dims(), p.device()))
             .collect();
-        let build = |bufs: Vec<Option<Vec<f32>>>, what: &str| -> Result<Vec<Option<Param>>> {
+        let build = |bufs: MomentBuffers, what: &str| -> Result<Vec<Option<Param>>> {
             if bufs.len() > shapes.len() {
                 return Err(crate::error::Error::input(format!(
                     "optimiser state has {} {what} buffers, the network {} trainable parameters",

@@ -1,0 +1,317 @@
+//! The epoch loop of `ironbound train`: batches, schedules, loss, update, per-epoch evaluation,
+//! checkpoint, metrics, and the final model files. Rerunning on the same output directory
+//! resumes from the checkpoint; with the same seed the result equals an uninterrupted run's.
+
+use super::batches::{self, Augment, Stream, TrainData};
+use super::checkpoint::{self, CheckpointMeta};
+use super::config::{Resolved, TrainConfig, TrainMethod};
+use super::metrics::{self, EpochMetrics};
+use super::objective::{Objective, CLIP};
+use super::schedule::{LrSchedule, RampSchedule};
+use super::optim::{Optimizer, OptimizerKind};
+use crate::bounds::Method;
+use crate::error::{Error, Result};
+use crate::loss::{one_hot, predictions};
+use crate::net::Network;
+use crate::tensor::{default_device, from_vec, Device};
+use crate::verify::{certify, CertifyConfig, PgdConfig};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What the caller wants to hear about (the CLI draws progress bars from it).
+pub trait Progress {
+    fn message(&mut self, _msg: &str) {}
+    fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _samples: usize) {}
+    fn step(&mut self, _samples_done: usize, _loss: f64) {}
+    fn eval_start(&mut self, _samples: usize) {}
+    fn eval_step(&mut self, _samples_done: usize) {}
+    fn epoch_end(&mut self, _metrics: &EpochMetrics) {}
+}
+
+/// Reports nothing.
+pub struct Silent;
+impl Progress for Silent {}
+
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Stop after this many epochs in this invocation, as if interrupted (for tests).
+    pub max_epochs_this_run: Option<usize>,
+}
+
+pub struct Outcome {
+    pub metrics: Vec<EpochMetrics>,
+    /// All epochs done and the final files written.
+    pub completed: bool,
+    /// The epoch the run resumed from (None: started afresh).
+    pub resumed_from: Option<usize>,
+    pub net: Network,
+}
+
+/// Output file names inside the run directory.
+pub struct RunFiles {
+    pub dir: PathBuf,
+}
+
+impl RunFiles {
+    pub fn checkpoint(&self) -> PathBuf {
+        self.dir.join(checkpoint::FILE_NAME)
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.dir.join("metrics.jsonl")
+    }
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+    pub fn model(&self) -> PathBuf {
+        self.dir.join("model.safetensors")
+    }
+    pub fn onnx(&self) -> PathBuf {
+        self.dir.join("model.onnx")
+    }
+}
+
+/// Keys that may differ between a checkpoint and the rerun that resumes it.
+const RESUMABLE_CHANGES: [&str; 4] = ["epochs", "data_dir", "eval_batch_size", "note"];
+
+fn check_same_run(files: &RunFiles, saved: &serde_json::Value, now: &TrainConfig) -> Result<()> {
+    let now = serde_json::to_value(now).map_err(Error::internal)?;
+    let (Some(a), Some(b)) = (saved.as_object(), now.as_object()) else {
+        return Err(Error::internal("configuration is not a JSON object"));
+    };
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    for key in keys {
+        if RESUMABLE_CHANGES.contains(&key.as_str()) {
+            continue;
+        }
+        let (x, y) = (a.get(key).unwrap_or(&serde_json::Value::Null), b.get(key).unwrap_or(&serde_json::Value::Null));
+        if x != y {
+            return Err(Error::input(format!(
+                "{}: holds a run with `{key}` = {x}, this command asks for {y}; use another --out, or delete {} to start afresh",
+                files.dir.display(),
+                files.checkpoint().display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn new_optimizer(c: &TrainConfig) -> Optimizer {
+    let kind = match c.optimizer {
+        super::config::OptimizerName::Adam => OptimizerKind::adam(),
+        super::config::OptimizerName::Sgd => OptimizerKind::Sgd { momentum: c.momentum },
+    };
+    Optimizer::new(kind, c.lr, c.weight_decay)
+}
+
+fn schedules(r: &Resolved, steps_per_epoch: usize) -> (RampSchedule, LrSchedule) {
+    let c = &r.config;
+    let ramp = RampSchedule {
+        steps_per_epoch,
+        warmup_epochs: c.warmup_epochs,
+        rampup_epochs: r.rampup_epochs,
+        shape: c.eps_schedule,
+        eps_start: c.eps_start,
+        eps_end: r.eps_train,
+        kappa_start: r.kappa_start,
+        kappa_end: r.kappa_end,
+        beta_start: r.beta_start,
+        beta_end: r.beta_end,
+        smoothed_mid: c.smoothed_mid,
+        smoothed_power: c.smoothed_power,
+    };
+    let lr = LrSchedule {
+        kind: c.lr_schedule,
+        base: c.lr,
+        decay: r.lr_decay,
+        milestones: c.lr_milestones.clone(),
+        step: c.lr_step.unwrap_or(0),
+        start: c.lr_step_start,
+    };
+    (ramp, lr)
+}
+
+/// Writes model.safetensors, model.onnx (best effort) and config.toml.
+fn write_final(files: &RunFiles, net: &Network, config_toml: &str) -> Result<()> {
+    crate::io::save_model(net, &files.model())?;
+    if let Err(e) = crate::io::save_model(net, &files.onnx()) {
+        tracing::warn!("{}: ONNX export failed ({e}); model.safetensors holds the trained model", files.onnx().display());
+    }
+    crate::io::atomic::write_bytes(&files.config(), config_toml.as_bytes())
+}
+
+/// Trains (or resumes) the run described by `r` on `data`, writing into `out`.
+pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progress: &mut dyn Progress) -> Result<Outcome> {
+    let device: Device = default_device();
+    let c = &r.config;
+    let files = RunFiles { dir: out.to_path_buf() };
+    if data.train.is_empty() {
+        return Err(Error::input(format!("{}: no training samples", r.dataset)));
+    }
+    if data.train.shape != r.arch.input_shape {
+        return Err(Error::input(format!("images are {:?}, the architecture expects {:?}", data.train.shape, r.arch.input_shape)));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::file(out, format!("cannot create the output directory: {e}")))?;
+    let config_toml = c.to_toml()?;
+    let config_json = serde_json::to_value(c).map_err(Error::internal)?;
+
+    let mut opt = new_optimizer(c);
+    let (mut net, mut history, mut global_step, start_epoch) = if files.checkpoint().exists() {
+        let ck = checkpoint::load(&files.checkpoint(), &device)?;
+        check_same_run(&files, &ck.meta.config, c)?;
+        if ck.meta.arch != r.arch {
+            return Err(Error::input(format!("{}: the checkpoint's architecture differs from `arch` = {:?}", files.checkpoint().display(), c.arch)));
+        }
+        if ck.meta.epoch > r.epochs {
+            return Err(Error::input(format!(
+                "{}: the checkpoint is at epoch {}, past `epochs` = {}",
+                files.checkpoint().display(),
+                ck.meta.epoch,
+                r.epochs
+            )));
+        }
+        opt.restore_state(&ck.net, ck.m, ck.v, ck.meta.optimizer_steps)?;
+        progress.message(&format!("resuming {} from epoch {} of {}", out.display(), ck.meta.epoch, r.epochs));
+        (ck.net, ck.meta.metrics, ck.meta.global_step, ck.meta.epoch)
+    } else {
+        (r.arch.init(c.seed, &device)?, Vec::new(), 0u64, 0usize)
+    };
+    // The files always describe the checkpoint: drop metrics of an epoch that never finished.
+    metrics::write_jsonl(&files.metrics(), &history)?;
+    crate::io::atomic::write_bytes(&files.config(), config_toml.as_bytes())?;
+    let resumed_from = (start_epoch > 0).then_some(start_epoch);
+
+    let n = data.train.len();
+    let bs = c.batch_size.min(n);
+    let steps_per_epoch = n.div_ceil(bs);
+    let (ramp, lr_schedule) = schedules(r, steps_per_epoch);
+    let objective = Objective { method: r.method, spec: c.spec, l1: c.l1, pgd_steps: c.pgd_steps, pgd_step_fraction: c.pgd_step_fraction };
+    let augment = c.augment.then_some(Augment { padding: c.crop_padding, flip: c.flip });
+    let shape = data.train.shape;
+    let k = r.dataset.num_classes();
+    let eval_labels: Vec<usize> = data.eval.labels.iter().map(|&l| usize::from(l)).collect();
+    let mut methods = vec![r.certify_method];
+    if r.certify_method != Method::Ibp {
+        methods.push(Method::Ibp);
+    }
+    let cert_cfg = CertifyConfig {
+        eps: r.eps,
+        methods,
+        batch_size: c.eval_batch_size,
+        pgd: (c.eval_pgd_steps > 0).then(|| PgdConfig { seed: c.seed, ..PgdConfig::new(c.eval_pgd_steps) }),
+        clip: Some(CLIP),
+    };
+
+    let last = match opts.max_epochs_this_run {
+        Some(m) => (start_epoch + m).min(r.epochs),
+        None => r.epochs,
+    };
+    for epoch in start_epoch..last {
+        let t0 = Instant::now();
+        opt.lr = lr_schedule.at(epoch);
+        progress.epoch_start(epoch + 1, r.epochs, n);
+        let order = batches::epoch_order(n, c.seed, epoch);
+        let mut aug_rng = batches::rng(c.seed, Stream::Augment, epoch as u64);
+        let (mut loss_sum, mut nat_sum, mut rob_sum, mut rob_batches, mut correct) = (0.0f64, 0.0f64, 0.0f64, 0usize, 0usize);
+        let mut values = ramp.at(global_step);
+        for (b, idx) in order.chunks(bs).enumerate() {
+            values = ramp.at(global_step);
+            let (pixels, y) = batches::gather(&data.train, idx, augment.as_ref().map(|a| (a, &mut aug_rng)));
+            let x = from_vec(pixels, [idx.len(), shape[0], shape[1], shape[2]], &device);
+            let targets = one_hot(&y, k, &device);
+            let tracked = opt.track(&net);
+            let parts = objective.loss(
+                &tracked,
+                &net,
+                &x,
+                &y,
+                &targets,
+                values.eps,
+                values.kappa,
+                values.beta,
+                values.warmup,
+                batches::pgd_seed(c.seed, global_step),
+            )?;
+            let loss: f32 = parts.total.clone().into_scalar();
+            if !loss.is_finite() {
+                let kept = if epoch > 0 {
+                    format!("the last good checkpoint (epoch {epoch}) is kept in {}", files.checkpoint().display())
+                } else {
+                    "no epoch finished, so there is no checkpoint".to_string()
+                };
+                return Err(Error::internal(format!(
+                    "training diverged: the loss is {loss} at epoch {}, step {} of {steps_per_epoch} (eps {:.4}, lr {}); {kept}; \
+                     try a lower `lr`, `grad_clip`, or a longer `rampup_epochs`",
+                    epoch + 1,
+                    b + 1,
+                    values.eps,
+                    opt.lr
+                )));
+            }
+            loss_sum += f64::from(loss);
+            nat_sum += f64::from(parts.natural.clone().into_scalar::<f32>());
+            if let Some(rl) = &parts.robust {
+                rob_sum += f64::from(rl.clone().into_scalar::<f32>());
+                rob_batches += 1;
+            }
+            let preds = predictions(parts.logits.clone().detach().without_autodiff());
+            correct += preds.iter().zip(&y).filter(|(p, t)| p == t).count();
+            let grads = parts.total.backward();
+            let scale = match c.grad_clip {
+                Some(max) => (max / (opt.grad_norm(&tracked, &grads) + 1e-6)).min(1.0),
+                None => 1.0,
+            };
+            net = opt.step_scaled(&tracked, &grads, scale)?;
+            global_step += 1;
+            progress.step(((b + 1) * bs).min(n), loss_sum / (b + 1) as f64);
+        }
+        let train_seconds = t0.elapsed().as_secs_f64();
+
+        progress.eval_start(eval_labels.len());
+        let (report, _) = certify(&net, &data.eval.images, &eval_labels, &cert_cfg, &device, &mut |done| progress.eval_step(done))?;
+        let cert = |m: Method| report.certified_accuracy.get(m.name()).copied().unwrap_or(0.0);
+        let record = EpochMetrics {
+            epoch: epoch + 1,
+            loss: loss_sum / steps_per_epoch as f64,
+            natural_loss: nat_sum / steps_per_epoch as f64,
+            robust_loss: (rob_batches > 0).then(|| rob_sum / rob_batches as f64),
+            train_accuracy: correct as f64 / n as f64,
+            clean_accuracy: report.clean_accuracy,
+            certified_accuracy: cert(r.certify_method),
+            certified_accuracy_ibp: cert(Method::Ibp),
+            certify_method: r.certify_method.name().to_string(),
+            pgd_accuracy: report.pgd_accuracy,
+            eps: if values.warmup { 0.0 } else { values.eps },
+            eps_test: r.eps,
+            kappa: if values.warmup || r.method == TrainMethod::Natural { 1.0 } else { values.kappa },
+            beta: r.method.mixes_ibp().then_some(values.beta),
+            lr: opt.lr,
+            steps: opt.steps,
+            eval_n: report.n,
+            eval_split: format!("{:?}", data.eval_split).to_lowercase(),
+            seconds: t0.elapsed().as_secs_f64(),
+            train_seconds,
+        };
+        history.push(record);
+        let meta = CheckpointMeta {
+            version: 1,
+            epoch: epoch + 1,
+            global_step,
+            optimizer_steps: opt.steps,
+            seed: c.seed,
+            config: config_json.clone(),
+            arch: r.arch.clone(),
+            metrics: history.clone(),
+        };
+        checkpoint::save(&files.checkpoint(), &meta, &net, &opt)?;
+        metrics::write_jsonl(&files.metrics(), &history)?;
+        if let Some(m) = history.last() {
+            progress.epoch_end(m);
+        }
+    }
+
+    let completed = history.len() >= r.epochs;
+    if completed {
+        write_final(&files, &net, &config_toml)?;
+    }
+    Ok(Outcome { metrics: history, completed, resumed_from, net })
+}
