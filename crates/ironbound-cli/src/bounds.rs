@@ -2,10 +2,10 @@
 
 use crate::common;
 use clap::Parser;
-use ironbound::bounds::{input_region, lower_bound, output_bounds, spec, Method, Spec};
+use ironbound::bounds::{input_region, lower_bound, spec, Method, Spec};
 use ironbound::error::{Error, Result};
 use ironbound::io::npy;
-use ironbound::tensor::{default_device, from_vec, to_vec};
+use ironbound::tensor::{default_device, from_vec, to_vec, Tensor};
 use ironbound::verify::certify::check_eps;
 use std::path::PathBuf;
 
@@ -77,13 +77,23 @@ pub fn run(a: Args) -> Result<()> {
         let end = (start + bs).min(n);
         let xb = from_vec(x.data[start * per..end * per].to_vec(), [end - start, shape[0], shape[1], shape[2]], &device);
         let region = input_region(&xb, eps, clip);
-        let (lo, hi) = output_bounds(&net, &region, &relax)?;
-        lower.extend(to_vec(lo));
-        upper.extend(to_vec(hi));
-        if let Some(l) = &labels {
-            let ys = &l[start..end];
-            let lb = to_vec(lower_bound(&net, &region, &Spec::margins(ys, k, &device)?, &relax)?);
-            margins.extend(spec::insert_label_column(&lb, ys, k));
+        // One pass for everything: rows [I; -I] give lower and (negated) upper bounds of the
+        // outputs, followed by the margin rows when labels are given, so the intermediate
+        // bounds are computed once.
+        let m = end - start;
+        let pair = Spec::identity_pair(k, &device).c;
+        let ys = labels.as_ref().map(|l| &l[start..end]);
+        let rows = match ys {
+            Some(ys) => Tensor::cat(vec![pair.expand([m, 2 * k, k]), Spec::margins(ys, k, &device)?.c], 1),
+            None => pair,
+        };
+        let lb = lower_bound(&net, &region, &Spec::new(rows), &relax)?;
+        let total = lb.dims()[1];
+        lower.extend(to_vec(lb.clone().slice([0..m, 0..k])));
+        upper.extend(to_vec(lb.clone().slice([0..m, k..2 * k]).neg()));
+        if let Some(ys) = ys {
+            let margin = to_vec(lb.slice([0..m, 2 * k..total]));
+            margins.extend(spec::insert_label_column(&margin, ys, k));
         }
         bar.set_position(end as u64);
     }
