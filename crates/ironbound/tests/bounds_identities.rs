@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use ironbound::bounds::{input_region, intermediate, lower_bound, output_bounds, Engine, Interval, LowerLine, Method, Relaxation, Spec};
+use ironbound::bounds::{input_region, intermediate, lower_bound, mixed_lower_bound, output_bounds, Engine, Interval, LowerLine, Method, Relaxation, Spec};
 use ironbound::net::{Network, Op, ReluLower};
 use ironbound::tensor::{to_vec, Tensor};
 
@@ -276,4 +276,27 @@ fn linear_networks_are_bounded_exactly() {
 #[test]
 fn alpha_crown_bounds_a_linear_network_exactly() {
     check_linear_network_exact(&[Method::AlphaCrown]);
+}
+
+#[test]
+fn mixed_bound_is_the_beta_combination_of_ibp_and_the_relaxation() {
+    // CROWN-IBP training's (1 - beta) * IBP + beta * CROWN-IBP, with the intermediate bounds
+    // shared, equals the two bounds computed apart; beta 0 and 1 give the pure bounds.
+    for (name, net, x, eps) in cases() {
+        let region = input_region(&x, eps, Some((0.0, 1.0)));
+        let k = net.num_outputs();
+        let labels: Vec<usize> = (0..x.dims()[0]).map(|i| (i + 2) % k).collect();
+        let spec = Spec::margins(&labels, k, &dev()).unwrap();
+        for method in [Method::CrownIbp, Method::CapIbp, Method::Crown] {
+            let r = method.relaxation();
+            let ibp = as_f64(&rows2(lower_bound(&net, &region, &spec, &Method::Ibp.relaxation()).unwrap()));
+            let own = as_f64(&rows2(lower_bound(&net, &region, &spec, &r).unwrap()));
+            for beta in [0.0, 0.3, 1.0] {
+                let mixed = rows2(mixed_lower_bound(&net, &region, &spec, &r, beta).unwrap());
+                let want: Vec<Vec<f64>> =
+                    ibp.iter().zip(&own).map(|(a, b)| a.iter().zip(b).map(|(a, b)| (1.0 - beta) * a + beta * b).collect()).collect();
+                assert_close_rows(&format!("{name} {method} beta {beta}"), &mixed, &want, TOL);
+            }
+        }
+    }
 }

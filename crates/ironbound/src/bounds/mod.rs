@@ -130,12 +130,38 @@ pub fn intermediate(net: &Network, region: &Interval, relaxation: &Relaxation) -
 
 /// Lower bounds `[N, K]` of `spec . f(x)` over the region, with the given relaxation.
 pub fn lower_bound(net: &Network, region: &Interval, spec: &Spec, relaxation: &Relaxation) -> Result<Tensor<2>> {
-    let out_shape = net.output_shape();
-    if spec.c.dims()[2] != out_shape.iter().product::<usize>() {
-        return Err(Error::input(format!("spec has {} columns, the network {} outputs", spec.c.dims()[2], net.num_outputs())));
-    }
+    check_spec(net, spec)?;
     let inter = intermediate(net, region, relaxation)?;
     final_pass(net, region, spec, relaxation, inter)
+}
+
+/// `(1 - beta) * IBP + beta * relaxation` lower bounds: CROWN-IBP's mix of its own bound with
+/// IBP's (Zhang et al. 2020, Eq. 9). When the relaxation's intermediate bounds are IBP's (as in
+/// CROWN-IBP and CAP-IBP) they are computed once and serve both final passes.
+pub fn mixed_lower_bound(net: &Network, region: &Interval, spec: &Spec, relaxation: &Relaxation, beta: f64) -> Result<Tensor<2>> {
+    let ibp = Method::Ibp.relaxation();
+    if beta <= 0.0 {
+        return lower_bound(net, region, spec, &ibp);
+    }
+    if beta >= 1.0 {
+        return lower_bound(net, region, spec, relaxation);
+    }
+    check_spec(net, spec)?;
+    let inter = intermediate(net, region, relaxation)?;
+    let ibp_inter = match relaxation.intermediate {
+        Engine::Interval => Intermediate { bounds: inter.bounds.clone(), output_zonotope: None },
+        _ => intermediate(net, region, &ibp)?,
+    };
+    let ibp_lb = final_pass(net, region, spec, &ibp, ibp_inter)?;
+    Ok(ibp_lb * (1.0 - beta) + final_pass(net, region, spec, relaxation, inter)? * beta)
+}
+
+fn check_spec(net: &Network, spec: &Spec) -> Result<()> {
+    let outputs = net.output_shape().iter().product::<usize>();
+    if spec.c.dims()[2] != outputs {
+        return Err(Error::input(format!("spec has {} columns, the network {} outputs", spec.c.dims()[2], net.num_outputs())));
+    }
+    Ok(())
 }
 
 fn final_pass(net: &Network, region: &Interval, spec: &Spec, relaxation: &Relaxation, inter: Intermediate) -> Result<Tensor<2>> {

@@ -321,6 +321,10 @@ mod tests {
         }
     }
 
+    fn root_dirs(s: &Search) -> Vec<String> {
+        s.roots.iter().map(|r| r.dir.to_string_lossy().into_owned()).collect()
+    }
+
     #[test]
     fn order_puts_data_dir_first_and_cache_last() {
         let opts = DataOptions {
@@ -336,11 +340,7 @@ mod tests {
             Some("/c".into()),
             None,
         );
-        let dirs: Vec<_> = s
-            .roots
-            .iter()
-            .map(|r| r.dir.to_string_lossy().into_owned())
-            .collect();
+        let dirs = root_dirs(&s);
         assert_eq!(
             dirs,
             [
@@ -361,11 +361,7 @@ mod tests {
             Some("/d".into()),
             None,
         );
-        let dirs: Vec<_> = s
-            .roots
-            .iter()
-            .map(|r| r.dir.to_string_lossy().into_owned())
-            .collect();
+        let dirs = root_dirs(&s);
         assert_eq!(dirs, ["/d", SYSTEM_DATASETS]);
     }
 

@@ -6,7 +6,7 @@
 //! (Eq. 9 of Zhang et al. 2020); beta = 1 throughout is "CROWN-IBP (R)" of the paradox paper.
 
 use super::config::{SpecKind, TrainMethod};
-use crate::bounds::{input_region, lower_bound, Method, Spec};
+use crate::bounds::{input_region, mixed_lower_bound, Spec};
 use crate::error::Result;
 use crate::loss::{cross_entropy, robust_cross_entropy};
 use crate::net::{Network, Param};
@@ -31,13 +31,6 @@ pub struct LossParts {
     pub natural: Tensor<1>,
     pub robust: Option<Tensor<1>>,
     pub logits: Tensor<2>,
-}
-
-/// Lower bounds of the spec's rows with the given relaxation, the spec either margins
-/// (`[N, K-1]`) or the identity pair (`[N, 2K]`).
-fn bound(net: &Network, x: &Tensor<4>, spec: &Spec, eps: f64, method: Method) -> Result<Tensor<2>> {
-    let region = input_region(x, eps, Some(CLIP));
-    lower_bound(net, &region, spec, &method.relaxation())
 }
 
 /// Cross-entropy of the worst-case logits given lower bounds of the identity pair
@@ -77,15 +70,9 @@ impl Objective {
                     SpecKind::Diffs => Spec::margins(y, k, &device)?,
                     SpecKind::Eye => Spec::identity_pair(k, &device),
                 };
-                let lb = if self.method.mixes_ibp() {
-                    match beta {
-                        b if b >= 1.0 => bound(tracked, x, &spec, eps, method)?,
-                        b if b <= 0.0 => bound(tracked, x, &spec, eps, Method::Ibp)?,
-                        b => bound(tracked, x, &spec, eps, Method::Ibp)? * (1.0 - b) + bound(tracked, x, &spec, eps, method)? * b,
-                    }
-                } else {
-                    bound(tracked, x, &spec, eps, method)?
-                };
+                let region = input_region(x, eps, Some(CLIP));
+                let beta = if self.method.mixes_ibp() { beta } else { 1.0 };
+                let lb = mixed_lower_bound(tracked, &region, &spec, &method.relaxation(), beta)?;
                 Ok(match self.spec {
                     SpecKind::Diffs => robust_cross_entropy(lb),
                     SpecKind::Eye => eye_loss(lb, one_hot.clone()),
