@@ -9,7 +9,7 @@
 use super::interval::Interval;
 use super::spec::apply_rows;
 use crate::net::{numel, Network, Op, ReluLines};
-use crate::tensor::{neg, pos, Tensor};
+use crate::tensor::{pos, Tensor};
 
 /// ReLU lines broadcastable against `A` `[N, K, F]`: `[N, 1, F]`, or `[N, K, F]` when the
 /// lower slope differs per row (alpha-CROWN).
@@ -104,12 +104,13 @@ impl Backsub<'_> {
                     let idx = v - 1;
                     let lines = self.lines[idx].as_ref().unwrap_or_else(|| panic!("no relaxation for ReLU node {idx}"));
                     let dot = |t: Tensor<3>| (t * lines.upper_intercept.clone()).sum_dim(2).squeeze_dim::<2>(2);
+                    let ap = pos(a.clone());
+                    let an = a.clone() - ap.clone();
                     let next = if both {
-                        c_hi = Some(add_opt(c_hi, dot(pos(a.clone()))));
-                        c_lo = Some(add_opt(c_lo, dot(neg(a.clone()))));
+                        c_hi = Some(add_opt(c_hi, dot(ap)));
+                        c_lo = Some(add_opt(c_lo, dot(an)));
                         a * lines.lower_slope.clone()
                     } else {
-                        let (ap, an) = (pos(a.clone()), neg(a));
                         c_lo = Some(add_opt(c_lo, dot(an.clone())));
                         ap * lines.lower_slope.clone() + an * lines.upper_slope.clone()
                     };

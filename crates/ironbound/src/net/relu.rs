@@ -4,7 +4,7 @@
 //! (slope chosen by `ReluLower`) and an upper line. Stable neurons are exact: identity when
 //! l >= 0, zero when u <= 0. The bound engines in `bounds/` only ever see `ReluLines`.
 
-use crate::tensor::Tensor;
+use crate::tensor::{neg, pos, Tensor};
 
 /// The lower line of an unstable ReLU (see the Relaxations table of CONTRACT.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,19 +31,19 @@ pub struct ReluLines {
 const MIN_WIDTH: f64 = 1e-12;
 
 pub fn forward(x: Tensor<4>) -> Tensor<4> {
-    x.clamp_min(0.0)
+    pos(x)
 }
 
 /// Interval transformer: [relu(l), relu(u)].
 pub fn interval(lo: Tensor<4>, hi: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
-    (lo.clamp_min(0.0), hi.clamp_min(0.0))
+    (pos(lo), pos(hi))
 }
 
 /// Chord slope u/(u-l) on unstable neurons, 1 on active and 0 on dead ones, and the chord's
 /// intercept -slope*l (0 on stable neurons).
 pub fn chord(l: &Tensor<4>, u: &Tensor<4>) -> (Tensor<4>, Tensor<4>) {
-    let lc = l.clone().clamp_max(0.0);
-    let uc = u.clone().clamp_min(0.0);
+    let lc = neg(l.clone());
+    let uc = pos(u.clone());
     let slope = uc.clone() / (uc - lc.clone()).clamp_min(MIN_WIDTH);
     let intercept = slope.clone().neg() * lc;
     (slope, intercept)
@@ -56,7 +56,7 @@ pub fn lines(l: &Tensor<4>, u: &Tensor<4>, lower: ReluLower) -> ReluLines {
         ReluLower::Box => {
             // Active neurons stay exact; unstable ones become the constant range [0, u].
             let active = l.clone().greater_equal_elem(0.0).float();
-            let unstable_u = (u.clone() * (active.clone().neg() + 1.0)).clamp_min(0.0);
+            let unstable_u = pos(u.clone() * (active.clone().neg() + 1.0));
             ReluLines { lower_slope: active.clone(), upper_slope: active, upper_intercept: unstable_u }
         }
         ReluLower::Adaptive => {
