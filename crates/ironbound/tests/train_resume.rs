@@ -176,3 +176,31 @@ fn nan_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint() {
     assert!(!dir.join("model.safetensors").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sharded_batches_train_like_whole_batches() {
+    // threads = 3 splits every batch of 16 rows into 6 + 5 + 5 on three threads; each shard's
+    // loss is weighted by its share, so a step equals the whole batch's up to rounding.
+    let runs: Vec<Vec<EpochMetrics>> = [1usize, 3]
+        .iter()
+        .map(|&threads| {
+            let mut r = config("crown-ibp", 3);
+            r.config.threads = threads;
+            let dir = temp_dir(&format!("threads-{threads}"));
+            let out = run(&r, &data(&r), &dir, &RunOptions::default(), &mut Silent).unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+            out.metrics
+        })
+        .collect();
+    for (a, b) in runs[0].iter().zip(&runs[1]) {
+        let close = |p: f64, q: f64, tol: f64, what: &str| assert!((p - q).abs() <= tol, "epoch {}: {what} {p} vs {q}", a.epoch);
+        close(a.loss, b.loss, 1e-4, "loss");
+        close(a.natural_loss, b.natural_loss, 1e-4, "natural_loss");
+        close(a.robust_loss.unwrap_or(-1.0), b.robust_loss.unwrap_or(-1.0), 1e-4, "robust_loss");
+        // One of the 40 evaluation images may flip on a rounding difference.
+        close(a.clean_accuracy, b.clean_accuracy, 0.026, "clean_accuracy");
+        close(a.certified_accuracy, b.certified_accuracy, 0.026, "certified_accuracy");
+        assert_eq!(a.steps, b.steps);
+    }
+    assert!(runs[0][2].robust_loss.is_some(), "the robust loss was trained");
+}

@@ -132,9 +132,33 @@ pub fn gather(ds: &Dataset, indices: &[usize], augment: Option<(&Augment, &mut S
     (pixels, labels)
 }
 
+/// `n` rows split into at most `parts` contiguous, non-empty, near-equal ranges (the first
+/// ones one longer), for data-parallel shards of a batch.
+pub fn shards(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
+    let parts = parts.clamp(1, n.max(1));
+    let (base, extra) = (n / parts, n % parts);
+    let mut start = 0;
+    (0..parts)
+        .map(|j| {
+            let len = base + usize::from(j < extra);
+            start += len;
+            start - len..start
+        })
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_cover_the_batch_in_order() {
+        assert_eq!(shards(10, 3), vec![0..4, 4..7, 7..10]);
+        assert_eq!(shards(2, 8), vec![0..1, 1..2]);
+        assert_eq!(shards(5, 1), vec![0..5]);
+        assert_eq!(shards(0, 4), Vec::<std::ops::Range<usize>>::new());
+    }
 
     #[test]
     fn shuffles_are_permutations_that_depend_on_seed_and_epoch() {

@@ -192,6 +192,10 @@ pub struct TrainConfig {
     pub certify_method: Option<String>,
     /// Also measure PGD accuracy at `eps` with this many steps each epoch (0: off).
     pub eval_pgd_steps: usize,
+    /// Each batch is split into this many shards whose losses and gradients are computed on
+    /// parallel threads (0: one per available core, at most 8). Changes results only at
+    /// rounding level; a run is exactly reproducible for a fixed value.
+    pub threads: usize,
 }
 
 impl Default for TrainConfig {
@@ -242,6 +246,7 @@ impl Default for TrainConfig {
             eval_batch_size: 500,
             certify_method: None,
             eval_pgd_steps: 0,
+            threads: 0,
         }
     }
 }
@@ -253,7 +258,7 @@ pub const KEYS: &[&str] = &[
     "beta_end", "spec", "optimizer", "lr", "momentum", "weight_decay", "l1", "grad_clip", "lr_schedule",
     "lr_milestones", "lr_decay", "lr_step", "lr_step_start", "batch_size", "pgd_steps", "pgd_step_fraction",
     "data_dir", "train_n", "augment", "crop_padding", "flip", "normalize", "eval_split", "holdout_fraction",
-    "eval_n", "eval_batch_size", "certify_method", "eval_pgd_steps",
+    "eval_n", "eval_batch_size", "certify_method", "eval_pgd_steps", "threads",
 ];
 
 /// Where each key's value came from, for error messages.

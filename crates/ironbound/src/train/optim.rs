@@ -27,6 +27,45 @@ impl OptimizerKind {
 /// row-major values: what `Optimizer::state` returns and `restore_state` takes.
 pub type MomentBuffers = Vec<Option<Vec<f32>>>;
 
+/// Gradients of a network's trainable parameters in `map_params` order, detached from the
+/// graph; None where the loss does not depend on a parameter.
+pub type ParamGrads = Vec<Option<Param>>;
+
+/// The gradients `grads` holds for `tracked`'s trainable parameters.
+pub fn gradients(tracked: &Network, grads: &Gradients) -> ParamGrads {
+    let mut out = Vec::new();
+    tracked.map_params(&mut |name, p| {
+        if is_trainable(name) {
+            out.push(p.grad(grads));
+        }
+        p
+    });
+    out
+}
+
+/// Parameter-wise sum of gradient lists of the same network (the shards of one batch).
+pub fn sum_gradients(parts: Vec<ParamGrads>) -> ParamGrads {
+    let mut parts = parts.into_iter();
+    let mut acc = parts.next().unwrap_or_default();
+    for part in parts {
+        for (a, g) in acc.iter_mut().zip(part) {
+            *a = match (a.take(), g) {
+                (Some(Param::D1(x)), Some(Param::D1(y))) => Some(Param::D1(x + y)),
+                (Some(Param::D2(x)), Some(Param::D2(y))) => Some(Param::D2(x + y)),
+                (Some(Param::D4(x)), Some(Param::D4(y))) => Some(Param::D4(x + y)),
+                (Some(_), Some(_)) => unreachable!("gradients of one parameter share its rank"),
+                (x, y) => x.or(y),
+            };
+        }
+    }
+    acc
+}
+
+/// Euclidean norm of all the gradients together.
+pub fn grad_norm(grads: &ParamGrads) -> f64 {
+    grads.iter().flatten().map(|g| g.to_vec().iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>()).sum::<f64>().sqrt()
+}
+
 pub fn is_trainable(local_name: &str) -> bool {
     matches!(local_name, "weight" | "bias")
 }
@@ -92,28 +131,24 @@ impl Optimizer {
     /// Euclidean norm of all trainable parameters' gradients together (PyTorch's
     /// `clip_grad_norm_` total norm), for gradient clipping.
     pub fn grad_norm(&self, tracked: &Network, grads: &Gradients) -> f64 {
-        let mut total = 0.0f64;
-        for (name, p) in tracked.named_params() {
-            let local = name.rsplit('.').next().unwrap_or("");
-            if !is_trainable(local) {
-                continue;
-            }
-            if let Some(g) = p.grad(grads) {
-                total += g.to_vec().iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>();
-            }
-        }
-        total.sqrt()
+        grad_norm(&gradients(tracked, grads))
     }
 
     /// Like `step`, with every gradient multiplied by `scale` first (gradient clipping:
     /// `scale = min(1, max_norm / (norm + 1e-6))`).
     pub fn step_scaled(&mut self, tracked: &Network, grads: &Gradients, scale: f64) -> Result<Network> {
+        self.apply(tracked, gradients(tracked, grads), scale)
+    }
+
+    /// One update of `net`'s trainable parameters from gradients in `map_params` order (see
+    /// `gradients`), each multiplied by `scale`; returns plain weights.
+    pub fn apply(&mut self, net: &Network, mut grads: ParamGrads, scale: f64) -> Result<Network> {
         self.steps += 1;
         let t = self.steps;
         let (kind, lr, wd) = (self.kind, self.lr, self.weight_decay);
         let mut i = 0usize;
         let (m, v) = (&mut self.m, &mut self.v);
-        let next = tracked.map_params(&mut |name, p| {
+        let next = net.map_params(&mut |name, p| {
             if !is_trainable(name) {
                 return p;
             }
@@ -123,7 +158,7 @@ impl Optimizer {
                 m.resize(idx + 1, None);
                 v.resize(idx + 1, None);
             }
-            let Some(g) = p.grad(grads) else {
+            let Some(g) = grads.get_mut(idx).and_then(Option::take) else {
                 // A parameter the loss does not depend on keeps its value.
                 return p.plain();
             };

@@ -8,13 +8,14 @@ use super::config::{Resolved, TrainConfig, TrainMethod};
 use super::metrics::{self, EpochMetrics};
 use super::objective::{Objective, CLIP};
 use super::schedule::{LrSchedule, RampSchedule};
-use super::optim::{Optimizer, OptimizerKind};
+use super::optim::{gradients, grad_norm, sum_gradients, Optimizer, OptimizerKind, ParamGrads};
 use crate::bounds::Method;
 use crate::error::{Error, Result};
 use crate::loss::{one_hot, predictions};
 use crate::net::Network;
 use crate::tensor::{default_device, from_vec, Device};
 use crate::verify::{certify, CertifyConfig, PgdConfig};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -71,7 +72,7 @@ impl RunFiles {
 }
 
 /// Keys that may differ between a checkpoint and the rerun that resumes it.
-const RESUMABLE_CHANGES: [&str; 4] = ["epochs", "data_dir", "eval_batch_size", "note"];
+const RESUMABLE_CHANGES: [&str; 5] = ["epochs", "data_dir", "eval_batch_size", "note", "threads"];
 
 fn check_same_run(files: &RunFiles, saved: &serde_json::Value, now: &TrainConfig) -> Result<()> {
     let now = serde_json::to_value(now).map_err(Error::internal)?;
@@ -183,6 +184,10 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
     let n = data.train.len();
     let bs = c.batch_size.min(n);
     let steps_per_epoch = n.div_ceil(bs);
+    let threads = match c.threads {
+        0 => std::thread::available_parallelism().map_or(1, |p| p.get()).min(8),
+        t => t,
+    };
     let (ramp, lr_schedule) = schedules(r, steps_per_epoch);
     let objective = Objective { method: r.method, spec: c.spec, l1: c.l1, pgd_steps: c.pgd_steps, pgd_step_fraction: c.pgd_step_fraction };
     let augment = c.augment.then_some(Augment { padding: c.crop_padding, flip: c.flip });
@@ -217,21 +222,26 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
             values = ramp.at(global_step);
             let (pixels, y) = batches::gather(&data.train, idx, augment.as_ref().map(|a| (a, &mut aug_rng)));
             let x = from_vec(pixels, [idx.len(), shape[0], shape[1], shape[2]], &device);
-            let targets = one_hot(&y, k, &device);
-            let tracked = opt.track(&net);
-            let parts = objective.loss(
-                &tracked,
-                &net,
-                &x,
-                &y,
-                &targets,
-                values.eps,
-                values.kappa,
-                values.beta,
-                values.warmup,
-                batches::pgd_seed(c.seed, global_step),
-            )?;
-            let loss: f32 = parts.total.clone().into_scalar();
+            let shard = |j: usize, rows: Range<usize>| -> Result<ShardStep> {
+                let weight = rows.len() as f64 / idx.len() as f64;
+                let xs = x.clone().slice([rows.clone(), 0..shape[0], 0..shape[1], 0..shape[2]]);
+                let ys = &y[rows];
+                let tracked = opt.track(&net);
+                let pgd_seed = batches::pgd_seed(c.seed, global_step).wrapping_add(j as u64);
+                let parts = objective.loss(&tracked, &net, &xs, ys, &one_hot(ys, k, &device), values.eps, values.kappa, values.beta, values.warmup, pgd_seed)?;
+                let scalar = |t: &crate::tensor::Tensor<1>| weight * f64::from(t.clone().into_scalar::<f32>());
+                let preds = predictions(parts.logits.clone().detach().without_autodiff());
+                let total = if weight == 1.0 { parts.total.clone() } else { parts.total.clone() * weight };
+                Ok(ShardStep {
+                    loss: scalar(&parts.total),
+                    natural: scalar(&parts.natural),
+                    robust: parts.robust.as_ref().map(scalar),
+                    correct: preds.iter().zip(ys).filter(|(p, t)| p == t).count(),
+                    grads: gradients(&tracked, &total.backward()),
+                })
+            };
+            let step = ShardStep::sum(in_parallel(batches::shards(idx.len(), threads), &shard)?);
+            let loss = step.loss;
             if !loss.is_finite() {
                 let kept = if epoch > 0 {
                     format!("the last good checkpoint (epoch {epoch}) is kept in {}", files.checkpoint().display())
@@ -247,20 +257,18 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
                     opt.lr
                 )));
             }
-            loss_sum += f64::from(loss);
-            nat_sum += f64::from(parts.natural.clone().into_scalar::<f32>());
-            if let Some(rl) = &parts.robust {
-                rob_sum += f64::from(rl.clone().into_scalar::<f32>());
+            loss_sum += loss;
+            nat_sum += step.natural;
+            if let Some(rl) = step.robust {
+                rob_sum += rl;
                 rob_batches += 1;
             }
-            let preds = predictions(parts.logits.clone().detach().without_autodiff());
-            correct += preds.iter().zip(&y).filter(|(p, t)| p == t).count();
-            let grads = parts.total.backward();
+            correct += step.correct;
             let scale = match c.grad_clip {
-                Some(max) => (max / (opt.grad_norm(&tracked, &grads) + 1e-6)).min(1.0),
+                Some(max) => (max / (grad_norm(&step.grads) + 1e-6)).min(1.0),
                 None => 1.0,
             };
-            net = opt.step_scaled(&tracked, &grads, scale)?;
+            net = opt.apply(&net, step.grads, scale)?;
             global_step += 1;
             progress.step(((b + 1) * bs).min(n), loss_sum / (b + 1) as f64);
         }
@@ -314,4 +322,42 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
         write_final(&files, &net, &config_toml)?;
     }
     Ok(Outcome { metrics: history, completed, resumed_from, net })
+}
+
+/// One shard's part of a batch step: its loss values weighted by its share of the batch, and
+/// the gradients of its weighted loss (so that the shards' sums are the whole batch's).
+struct ShardStep {
+    loss: f64,
+    natural: f64,
+    robust: Option<f64>,
+    correct: usize,
+    grads: ParamGrads,
+}
+
+impl ShardStep {
+    fn sum(parts: Vec<ShardStep>) -> ShardStep {
+        let robust = parts.iter().map(|p| p.robust).sum::<Option<f64>>();
+        ShardStep {
+            loss: parts.iter().map(|p| p.loss).sum(),
+            natural: parts.iter().map(|p| p.natural).sum(),
+            robust,
+            correct: parts.iter().map(|p| p.correct).sum(),
+            grads: sum_gradients(parts.into_iter().map(|p| p.grads).collect()),
+        }
+    }
+}
+
+/// Runs `f(j, rows)` for every shard, the first on this thread and the others on their own,
+/// and returns the results in shard order.
+fn in_parallel<T: Send>(shards: Vec<Range<usize>>, f: &(dyn Fn(usize, Range<usize>) -> Result<T> + Sync)) -> Result<Vec<T>> {
+    let mut shards = shards.into_iter().enumerate();
+    let Some((_, first)) = shards.next() else { return Ok(Vec::new()) };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = shards.map(|(j, rows)| s.spawn(move || f(j, rows))).collect();
+        let mut out = vec![f(0, first)?];
+        for h in handles {
+            out.push(h.join().map_err(|_| Error::internal("a training thread panicked"))??);
+        }
+        Ok(out)
+    })
 }
