@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""One IBP training step of ironbound against the same step in PyTorch, from the same weights.
+
+`ironbound train` runs the paradox Box recipe (configs/paradox-fashion-mnist-<net>-ibp.toml) on
+the first 100 training images at full eps 0.3 and kappa 0.5 three times: with SGD at lr 1e-30
+(the initial weights w0), with SGD at lr 1 (w0 - gradient, so the gradient is w0 - w1), and with
+Adam for three steps. The PyTorch loss of scripts/crosscheck_train.py (normalisation, elided
+margins, kappa-mix, L1 on weights) is evaluated from w0 on the same batch; the script prints the
+relative difference of the losses, of every parameter's gradient and of the three Adam updates,
+and fails when one exceeds 1e-4.
+
+    python3 scripts/crosscheck_step.py --net conv [--ironbound target/release/ironbound]
+Needs torch and numpy (the safetensors files are read by hand).
+"""
+import argparse, json, os, struct, subprocess, sys, tempfile
+import numpy as np
+import torch, torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import crosscheck_train as ct  # noqa: E402
+
+EPS, KAPPA, L1, N = 0.3, 0.5, 5e-6, 100
+
+
+def load_safetensors(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header, base, out = json.loads(raw[8:8 + n]), 8 + n, {}
+    for name, v in header.items():
+        if name != "__metadata__":
+            s, e = v["data_offsets"]
+            out[name] = torch.from_numpy(np.frombuffer(raw[base + s:base + e], np.float32).reshape(v["shape"]).copy())
+    return out
+
+
+def ironbound_weights(binary, net, out, *sets):
+    base = ["epochs=1", "rampup_epochs=0", "warmup_epochs=0", f"kappa_start={KAPPA}", f"kappa_end={KAPPA}",
+            f"train_n={N}", f"eval_n={N}", "threads=1", 'lr_schedule="constant"', "seed=0"]
+    cmd = [binary, "train", "--config", f"configs/paradox-fashion-mnist-{net}-ibp.toml", "--out", out]
+    for s in base + list(sets):
+        cmd += ["--set", s]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return load_safetensors(os.path.join(out, "model.safetensors")), json.loads(open(os.path.join(out, "metrics.jsonl")).readline())
+
+
+def loss_of(body, x, y):
+    nat = F.cross_entropy(body((x - ct.MEAN) / ct.STD), y)
+    rob = ct.robust_ce(ct.margins_lower(body, x, y, EPS))
+    l1 = sum(p.abs().sum() for n, p in body.named_parameters() if "weight" in n)
+    return KAPPA * nat + (1 - KAPPA) * rob + L1 * l1
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--net", choices=["fc", "conv"], default="conv")
+    ap.add_argument("--ironbound", default="target/release/ironbound")
+    a = ap.parse_args()
+    ct.MEAN = 0.2860  # the configs' Fashion-MNIST mean (the paradox code rounds to 0.2861)
+    tmp = tempfile.mkdtemp(prefix="crosscheck-step-")
+    sgd = ['optimizer="sgd"', "momentum=0"]
+    w0, m0 = ironbound_weights(a.ironbound, a.net, f"{tmp}/w0", *sgd, "lr=1e-30")
+    w1, _ = ironbound_weights(a.ironbound, a.net, f"{tmp}/w1", *sgd, "lr=1")
+    wa, _ = ironbound_weights(a.ironbound, a.net, f"{tmp}/adam", "epochs=3")
+
+    body = torch.nn.Sequential(*ct.layers(a.net))
+    params = dict(body.named_parameters())
+    if set(params) != set(w0):
+        sys.exit(f"parameter names differ: torch {sorted(params)} vs ironbound {sorted(w0)}")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(w0[n])
+    x = ct.idx(f"{ct.FMNIST}/train-images-idx3-ubyte.gz")[:N]
+    y = ct.idx(f"{ct.FMNIST}/train-labels-idx1-ubyte.gz")[:N]
+    worst = 0.0
+    loss = loss_of(body, x, y)  # ironbound logs the loss with its L1 term
+    rel = abs(loss.item() - m0["loss"]) / abs(loss.item())
+    print(f"loss: torch {loss.item():.6f} ironbound {m0['loss']:.6f} rel {rel:.1e}")
+    worst = max(worst, rel)
+    loss.backward()
+    for n, p in params.items():
+        rel = ((w0[n] - w1[n]) - p.grad).norm().item() / p.grad.norm().item()
+        print(f"gradient {n}: |g| {p.grad.norm():.4e} rel {rel:.1e}")
+        worst = max(worst, rel)
+    opt = torch.optim.Adam(body.parameters(), lr=5e-4)
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(w0[n])
+    for _ in range(3):
+        opt.zero_grad()
+        loss_of(body, x, y).backward()
+        opt.step()
+    for n, p in params.items():
+        dt, do = p.detach() - w0[n], wa[n] - w0[n]
+        rel = (dt - do).norm().item() / dt.norm().item()
+        print(f"3 Adam steps {n}: |dw| {dt.norm():.4e} rel {rel:.1e}")
+        worst = max(worst, rel)
+    print(f"worst relative difference {worst:.1e}")
+    sys.exit(0 if worst < 1e-4 else 1)
+
+
+if __name__ == "__main__":
+    main()
