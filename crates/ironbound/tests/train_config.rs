@@ -135,6 +135,7 @@ fn validation_names_key_and_file() {
         ("lr_schedule = \"step\"", "lr_step"),
         ("grad_clip = -1.0", "grad_clip"),
         ("certify_method = \"magic\"", "certify_method"),
+        ("projections = 50", "projections"),
     ] {
         let msg = resolve_err(extra);
         assert!(msg.contains(&format!("`{key}`")) && msg.contains(".toml"), "{extra}: {msg}");
@@ -151,6 +152,11 @@ fn validation_names_key_and_file() {
     let (mut c, s) = base("");
     c.method = Some("alpha-crown".into());
     assert!(c.resolve(&s).unwrap_err().to_string().contains("train with crown"));
+    for method in ["deepz", "hbox"] {
+        let (mut c, s) = base("projections = 50");
+        c.method = Some(method.into());
+        assert!(c.resolve(&s).is_ok(), "{method} takes projections");
+    }
 }
 
 #[test]

@@ -21,7 +21,7 @@ fn setup() -> (Network, Tensor<4>, Vec<usize>, Tensor<2>) {
 }
 
 fn objective(method: TrainMethod, spec: SpecKind) -> Objective {
-    Objective { method, spec, l1: 0.0, pgd_steps: 3, pgd_step_fraction: 0.25 }
+    Objective { method, spec, l1: 0.0, pgd_steps: 3, pgd_step_fraction: 0.25, projections: 0 }
 }
 
 fn robust(method: TrainMethod, spec: SpecKind, beta: f64) -> f32 {
@@ -131,4 +131,20 @@ fn restored_adam_state_continues_exactly() {
     let mut b = Optimizer::new(OptimizerKind::adam(), 1e-3, 1e-4);
     b.restore_state(&n1, m, v, a.steps).unwrap();
     assert_eq!(weights(&step(&mut a, &n1)), weights(&step(&mut b, &n1)));
+}
+
+#[test]
+fn projected_losses_estimate_the_exact_ones_and_carry_gradients() {
+    for m in [Method::Deepz, Method::Hbox] {
+        let exact = robust(TrainMethod::Bound(m), SpecKind::Diffs, 1.0);
+        let (net, x, y, t) = setup();
+        let mut opt = Optimizer::new(OptimizerKind::adam(), 1e-3, 0.0);
+        let tracked = opt.track(&net);
+        let obj = Objective { projections: 2001, ..objective(TrainMethod::Bound(m), SpecKind::Diffs) };
+        let est = obj.robust(&tracked, &net, &x, &y, &t, 0.05, 1.0, 1).unwrap();
+        let v: f32 = est.clone().into_scalar();
+        assert!((v - exact).abs() <= 0.1 * exact, "{m}: estimated {v}, exact {exact}");
+        let norm = opt.grad_norm(&tracked, &est.backward());
+        assert!(norm.is_finite() && norm > 0.0, "{m}: gradient norm {norm}");
+    }
 }

@@ -12,7 +12,8 @@ use crate::net::init::SplitMix64;
 pub enum Stream {
     Shuffle = 1,
     Augment = 2,
-    Pgd = 3,
+    /// Per-step randomness of the loss: PGD random starts, random projections.
+    Step = 3,
 }
 
 /// The generator of stream `which` for `index` (an epoch or a global step) of run `seed`.
@@ -22,9 +23,9 @@ pub fn rng(seed: u64, which: Stream, index: u64) -> SplitMix64 {
     SplitMix64::new(a ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03))
 }
 
-/// A seed for the PGD random start of global step `step`.
-pub fn pgd_seed(seed: u64, step: u64) -> u64 {
-    rng(seed, Stream::Pgd, step).next_u64()
+/// A seed for the randomness of the loss at global step `step`.
+pub fn step_seed(seed: u64, step: u64) -> u64 {
+    rng(seed, Stream::Step, step).next_u64()
 }
 
 pub struct TrainData {

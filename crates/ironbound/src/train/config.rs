@@ -170,6 +170,10 @@ pub struct TrainConfig {
     /// PGD training: attack steps and step size as a fraction of eps.
     pub pgd_steps: usize,
     pub pgd_step_fraction: f64,
+    /// DeepZ/hBox training: estimate the bounds with this many Cauchy random projections per
+    /// noise source (Wong et al. 2018) instead of computing them (0: exact). Evaluation and
+    /// certification are always exact.
+    pub projections: usize,
 
     /// Directory searched first for the dataset.
     pub data_dir: Option<String>,
@@ -233,6 +237,7 @@ impl Default for TrainConfig {
             lr_step_start: 0,
             batch_size: 100,
             pgd_steps: 10,
+            projections: 0,
             pgd_step_fraction: 0.25,
             data_dir: None,
             train_n: None,
@@ -256,7 +261,7 @@ pub const KEYS: &[&str] = &[
     "note", "dataset", "arch", "method", "eps", "epochs", "seed", "eps_train", "eps_start", "warmup_epochs",
     "rampup_epochs", "eps_schedule", "smoothed_mid", "smoothed_power", "kappa_start", "kappa_end", "beta_start",
     "beta_end", "spec", "optimizer", "lr", "momentum", "weight_decay", "l1", "grad_clip", "lr_schedule",
-    "lr_milestones", "lr_decay", "lr_step", "lr_step_start", "batch_size", "pgd_steps", "pgd_step_fraction",
+    "lr_milestones", "lr_decay", "lr_step", "lr_step_start", "batch_size", "pgd_steps", "pgd_step_fraction", "projections",
     "data_dir", "train_n", "augment", "crop_padding", "flip", "normalize", "eval_split", "holdout_fraction",
     "eval_n", "eval_batch_size", "certify_method", "eval_pgd_steps", "threads",
 ];
@@ -580,6 +585,9 @@ impl TrainConfig {
         }
         if method == TrainMethod::Pgd && c.pgd_steps == 0 {
             return Err(err("pgd_steps", "must be at least 1 for method pgd".into()));
+        }
+        if c.projections > 0 && !matches!(method, TrainMethod::Bound(Method::Deepz | Method::Hbox)) {
+            return Err(err("projections", format!("random projections estimate zonotope bounds: they need method deepz or hbox, not {method}")));
         }
         if !(c.pgd_step_fraction.is_finite() && c.pgd_step_fraction > 0.0) {
             return Err(err("pgd_step_fraction", format!("must be > 0, got {}", c.pgd_step_fraction)));

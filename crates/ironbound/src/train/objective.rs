@@ -6,8 +6,9 @@
 //! (Eq. 9 of Zhang et al. 2020); beta = 1 throughout is "CROWN-IBP (R)" of the paradox paper.
 
 use super::config::{SpecKind, TrainMethod};
-use crate::bounds::{input_region, mixed_lower_bound, Spec};
-use crate::error::Result;
+use crate::bounds::zonotope::{self, Projections};
+use crate::bounds::{input_region, mixed_lower_bound, Interval, LowerLine, Method, Spec};
+use crate::error::{Error, Result};
 use crate::loss::{cross_entropy, robust_cross_entropy};
 use crate::net::{Network, Param};
 use crate::tensor::{Device, Tensor};
@@ -23,6 +24,8 @@ pub struct Objective {
     pub l1: f64,
     pub pgd_steps: usize,
     pub pgd_step_fraction: f64,
+    /// Cauchy random projections per noise source for DeepZ/hBox (0: exact bounds).
+    pub projections: usize,
 }
 
 /// The pieces of one step's loss (scalars as tensors, still attached to the graph).
@@ -46,9 +49,10 @@ fn eye_loss(lb: Tensor<2>, one_hot: Tensor<2>) -> Tensor<1> {
 
 impl Objective {
     /// The robust loss at radius eps with CROWN-IBP weight beta, on the tracked network
-    /// (`plain` is the same network without gradient tracking, for the PGD attack).
+    /// (`plain` is the same network without gradient tracking, for the PGD attack). `seed`
+    /// drives this step's randomness (PGD random start, random projections).
     #[allow(clippy::too_many_arguments)]
-    pub fn robust(&self, tracked: &Network, plain: &Network, x: &Tensor<4>, y: &[usize], one_hot: &Tensor<2>, eps: f64, beta: f64, pgd_seed: u64) -> Result<Tensor<1>> {
+    pub fn robust(&self, tracked: &Network, plain: &Network, x: &Tensor<4>, y: &[usize], one_hot: &Tensor<2>, eps: f64, beta: f64, seed: u64) -> Result<Tensor<1>> {
         let device: Device = x.device();
         let k = tracked.num_outputs();
         match self.method {
@@ -59,7 +63,7 @@ impl Objective {
                     step_size: Some(self.pgd_step_fraction * eps),
                     restarts: 1,
                     random_start: true,
-                    seed: pgd_seed,
+                    seed,
                 };
                 let region = input_region(x, eps, Some(CLIP));
                 let x_adv = if eps > 0.0 { pgd::attack(plain, x, y, &region, eps, &cfg) } else { x.clone() };
@@ -72,7 +76,11 @@ impl Objective {
                 };
                 let region = input_region(x, eps, Some(CLIP));
                 let beta = if self.method.mixes_ibp() { beta } else { 1.0 };
-                let lb = mixed_lower_bound(tracked, &region, &spec, &method.relaxation(), beta)?;
+                let lb = if self.projections > 0 {
+                    projected_lower_bound(tracked, &region, &spec, method, Projections { count: self.projections, seed })?
+                } else {
+                    mixed_lower_bound(tracked, &region, &spec, &method.relaxation(), beta)?
+                };
                 Ok(match self.spec {
                     SpecKind::Diffs => robust_cross_entropy(lb),
                     SpecKind::Eye => eye_loss(lb, one_hot.clone()),
@@ -84,17 +92,17 @@ impl Objective {
     /// The whole loss of one batch. During warm-up (or for natural training) only the
     /// natural cross-entropy is used.
     #[allow(clippy::too_many_arguments)]
-    pub fn loss(&self, tracked: &Network, plain: &Network, x: &Tensor<4>, y: &[usize], one_hot: &Tensor<2>, eps: f64, kappa: f64, beta: f64, warmup: bool, pgd_seed: u64) -> Result<LossParts> {
+    pub fn loss(&self, tracked: &Network, plain: &Network, x: &Tensor<4>, y: &[usize], one_hot: &Tensor<2>, eps: f64, kappa: f64, beta: f64, warmup: bool, seed: u64) -> Result<LossParts> {
         let logits = tracked.forward(x.clone());
         let natural = cross_entropy(logits.clone(), one_hot.clone());
         let natural_only = warmup || self.method == TrainMethod::Natural;
         let (mut total, robust) = if natural_only || kappa >= 1.0 {
             (natural.clone(), None)
         } else if kappa <= 0.0 {
-            let r = self.robust(tracked, plain, x, y, one_hot, eps, beta, pgd_seed)?;
+            let r = self.robust(tracked, plain, x, y, one_hot, eps, beta, seed)?;
             (r.clone(), Some(r))
         } else {
-            let r = self.robust(tracked, plain, x, y, one_hot, eps, beta, pgd_seed)?;
+            let r = self.robust(tracked, plain, x, y, one_hot, eps, beta, seed)?;
             (natural.clone() * kappa + r.clone() * (1.0 - kappa), Some(r))
         };
         if self.l1 > 0.0 {
@@ -102,6 +110,17 @@ impl Objective {
         }
         Ok(LossParts { total, natural, robust, logits })
     }
+}
+
+/// A DeepZ/hBox lower bound of `spec . f(x)` estimated by propagating Cauchy random
+/// projections (Wong et al. 2018): cheaper than the bound, and not a bound, so training only.
+fn projected_lower_bound(net: &Network, region: &Interval, spec: &Spec, method: Method, projections: Projections) -> Result<Tensor<2>> {
+    let lower = match method.relaxation().final_lower {
+        LowerLine::Fixed(lower) => lower,
+        LowerLine::Optimised { .. } => return Err(Error::input(format!("{method} cannot be estimated by random projections"))),
+    };
+    let (z, _) = zonotope::propagate_projected(net, region, lower, projections)?;
+    Ok(zonotope::spec_lower(&z, spec.c.clone()))
 }
 
 /// Sum of |w| over the weights (not biases) of linear and conv layers.

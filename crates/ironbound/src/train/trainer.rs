@@ -189,7 +189,7 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
         t => t,
     };
     let (ramp, lr_schedule) = schedules(r, steps_per_epoch);
-    let objective = Objective { method: r.method, spec: c.spec, l1: c.l1, pgd_steps: c.pgd_steps, pgd_step_fraction: c.pgd_step_fraction };
+    let objective = Objective { method: r.method, spec: c.spec, l1: c.l1, pgd_steps: c.pgd_steps, pgd_step_fraction: c.pgd_step_fraction, projections: c.projections };
     let augment = c.augment.then_some(Augment { padding: c.crop_padding, flip: c.flip });
     let shape = data.train.shape;
     let k = r.dataset.num_classes();
@@ -227,8 +227,8 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
                 let xs = x.clone().slice([rows.clone(), 0..shape[0], 0..shape[1], 0..shape[2]]);
                 let ys = &y[rows];
                 let tracked = opt.track(&net);
-                let pgd_seed = batches::pgd_seed(c.seed, global_step).wrapping_add(j as u64);
-                let parts = objective.loss(&tracked, &net, &xs, ys, &one_hot(ys, k, &device), values.eps, values.kappa, values.beta, values.warmup, pgd_seed)?;
+                let step_seed = batches::step_seed(c.seed, global_step).wrapping_add(j as u64);
+                let parts = objective.loss(&tracked, &net, &xs, ys, &one_hot(ys, k, &device), values.eps, values.kappa, values.beta, values.warmup, step_seed)?;
                 let scalar = |t: &crate::tensor::Tensor<1>| weight * f64::from(t.clone().into_scalar::<f32>());
                 let preds = predictions(parts.logits.clone().detach().without_autodiff());
                 let total = if weight == 1.0 { parts.total.clone() } else { parts.total.clone() * weight };
