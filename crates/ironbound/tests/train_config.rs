@@ -3,6 +3,7 @@
 
 use ironbound::net::{arch, numel};
 use ironbound::train::config::KEYS;
+use ironbound::train::schedule::Span;
 use ironbound::train::{Sources, TrainConfig, TrainMethod};
 use std::path::{Path, PathBuf};
 
@@ -74,6 +75,8 @@ fn keys_list_matches_the_fields() {
     full.data_dir = Some("d".into());
     full.train_n = Some(5);
     full.eval_n = Some(5);
+    full.warmup_steps = Some(5);
+    full.rampup_steps = Some(5);
     let table: toml::Table = toml::from_str(&full.to_toml().unwrap()).unwrap();
     let mut got: Vec<&str> = table.keys().map(String::as_str).collect();
     let mut want: Vec<&str> = KEYS.to_vec();
@@ -136,6 +139,10 @@ fn validation_names_key_and_file() {
         ("grad_clip = -1.0", "grad_clip"),
         ("certify_method = \"magic\"", "certify_method"),
         ("projections = 50", "projections"),
+        ("warmup_epochs = 1\nwarmup_steps = 10", "warmup_steps"),
+        ("rampup_epochs = 2\nrampup_steps = 10", "rampup_steps"),
+        ("lr_schedule = \"milestones\"\nlr_milestones = [3]\nlr_milestone_steps = [5]", "lr_milestone_steps"),
+        ("lr_schedule = \"milestones\"\nlr_milestone_steps = [5, 3]", "lr_milestone_steps"),
     ] {
         let msg = resolve_err(extra);
         assert!(msg.contains(&format!("`{key}`")) && msg.contains(".toml"), "{extra}: {msg}");
@@ -157,6 +164,19 @@ fn validation_names_key_and_file() {
         c.method = Some(method.into());
         assert!(c.resolve(&s).is_ok(), "{method} takes projections");
     }
+}
+
+#[test]
+fn step_counted_ramps_are_checked_against_the_data() {
+    // 10 epochs: 1000 warm-up + ramp-up steps fit 600 steps per epoch, not 50.
+    let (c, s) = base("warmup_steps = 200\nrampup_steps = 800");
+    let r = c.resolve(&s).unwrap();
+    assert!(r.check_steps(600).is_ok());
+    let msg = r.check_steps(50).unwrap_err().to_string();
+    assert!(msg.contains("`rampup_steps`") && msg.contains(".toml") && msg.contains("500"), "{msg}");
+    // The resolved config keeps the step keys and leaves the epoch key unset.
+    let text = r.config.to_toml().unwrap();
+    assert!(text.contains("rampup_steps = 800") && !text.contains("rampup_epochs"), "{text}");
 }
 
 #[test]
@@ -184,7 +204,7 @@ fn flags_override_the_file_and_are_named_in_errors() {
 fn defaults_depend_on_the_method() {
     let (c, s) = base("");
     let r = c.resolve(&s).unwrap();
-    assert_eq!((r.kappa_start, r.kappa_end, r.rampup_epochs, r.eps_train), (1.0, 0.0, 5, 0.1));
+    assert_eq!((r.kappa_start, r.kappa_end, r.rampup, r.eps_train), (1.0, 0.0, Span::Epochs(5), 0.1));
     assert_eq!(r.method, TrainMethod::Bound(ironbound::bounds::Method::Ibp));
     let (mut c, s) = base("");
     c.method = Some("crown-ibp".into());

@@ -4,7 +4,7 @@
 //! defaults and checks every value before any work starts, naming the key and where its
 //! value came from (file, flag or default).
 
-use super::schedule::{LrKind, RampShape};
+use super::schedule::{LrKind, RampShape, Span};
 use crate::bounds::Method;
 use crate::data::DatasetName;
 use crate::error::{Error, Result};
@@ -131,6 +131,10 @@ pub struct TrainConfig {
     /// Epochs over which eps, kappa and beta move to their end values (default: half of the
     /// epochs after warm-up).
     pub rampup_epochs: Option<usize>,
+    /// Warm-up and ramp-up in optimiser steps instead of epochs (Gowal et al.: 2K and 10K);
+    /// each excludes its epoch key.
+    pub warmup_steps: Option<usize>,
+    pub rampup_steps: Option<usize>,
     /// linear or smoothed.
     pub eps_schedule: RampShape,
     pub smoothed_mid: f64,
@@ -159,6 +163,8 @@ pub struct TrainConfig {
     /// Epochs (0-based, counted from the start) at which the learning rate is multiplied by
     /// `lr_decay`.
     pub lr_milestones: Vec<usize>,
+    /// ...or in optimiser steps (Gowal et al.: 15K and 25K), excluding `lr_milestones`.
+    pub lr_milestone_steps: Vec<usize>,
     /// Factor of each decay (default 0.1 for milestones, 0.5 for step).
     pub lr_decay: Option<f64>,
     /// step schedule: decay every `lr_step` epochs...
@@ -216,6 +222,8 @@ impl Default for TrainConfig {
             eps_start: 0.0,
             warmup_epochs: 0,
             rampup_epochs: None,
+            warmup_steps: None,
+            rampup_steps: None,
             eps_schedule: RampShape::Linear,
             smoothed_mid: 0.25,
             smoothed_power: 4.0,
@@ -232,6 +240,7 @@ impl Default for TrainConfig {
             grad_clip: None,
             lr_schedule: LrKind::Constant,
             lr_milestones: Vec::new(),
+            lr_milestone_steps: Vec::new(),
             lr_decay: None,
             lr_step: None,
             lr_step_start: 0,
@@ -259,9 +268,9 @@ impl Default for TrainConfig {
 /// Every key a config file may hold (kept equal to the fields by a test).
 pub const KEYS: &[&str] = &[
     "note", "dataset", "arch", "method", "eps", "epochs", "seed", "eps_train", "eps_start", "warmup_epochs",
-    "rampup_epochs", "eps_schedule", "smoothed_mid", "smoothed_power", "kappa_start", "kappa_end", "beta_start",
+    "rampup_epochs", "warmup_steps", "rampup_steps", "eps_schedule", "smoothed_mid", "smoothed_power", "kappa_start", "kappa_end", "beta_start",
     "beta_end", "spec", "optimizer", "lr", "momentum", "weight_decay", "l1", "grad_clip", "lr_schedule",
-    "lr_milestones", "lr_decay", "lr_step", "lr_step_start", "batch_size", "pgd_steps", "pgd_step_fraction", "projections",
+    "lr_milestones", "lr_milestone_steps", "lr_decay", "lr_step", "lr_step_start", "batch_size", "pgd_steps", "pgd_step_fraction", "projections",
     "data_dir", "train_n", "augment", "crop_padding", "flip", "normalize", "eval_split", "holdout_fraction",
     "eval_n", "eval_batch_size", "certify_method", "eval_pgd_steps", "threads",
 ];
@@ -419,12 +428,31 @@ pub struct Resolved {
     pub eps: f64,
     pub eps_train: f64,
     pub epochs: usize,
-    pub rampup_epochs: usize,
+    pub warmup: Span,
+    pub rampup: Span,
+    /// The step-counted span's key and where it was set, for `check_steps`.
+    steps_key: Option<(&'static str, String)>,
     pub kappa_start: f64,
     pub kappa_end: f64,
     pub beta_start: f64,
     pub beta_end: f64,
     pub lr_decay: f64,
+}
+
+impl Resolved {
+    /// Checks a warm-up or ramp-up counted in steps against the length of training, which is
+    /// known once the data are loaded.
+    pub fn check_steps(&self, steps_per_epoch: usize) -> Result<()> {
+        let (w, r) = (self.warmup.steps(steps_per_epoch), self.rampup.steps(steps_per_epoch));
+        let total = (self.epochs * steps_per_epoch) as u64;
+        match &self.steps_key {
+            Some((key, origin)) if w + r > total => Err(Error::input(format!(
+                "{origin}: `{key}`: warm-up ({w} steps) + ramp-up ({r} steps) is longer than training ({} epochs of {steps_per_epoch} steps = {total})",
+                self.epochs
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Per-channel mean and std of the training split (the values CROWN-IBP and the DeepMind IBP
@@ -482,16 +510,29 @@ impl TrainConfig {
         if epochs == 0 {
             return Err(err("epochs", "must be at least 1".into()));
         }
+        if c.warmup_steps.is_some() && c.warmup_epochs > 0 {
+            return Err(err("warmup_steps", "and `warmup_epochs` both set: give the warm-up in one unit".into()));
+        }
+        if c.rampup_steps.is_some() && c.rampup_epochs.is_some() {
+            return Err(err("rampup_steps", "and `rampup_epochs` both set: give the ramp-up in one unit".into()));
+        }
         if c.warmup_epochs > epochs {
             return Err(err("warmup_epochs", format!("= {} is longer than training (`epochs` = {epochs})", c.warmup_epochs)));
         }
-        let rampup = *c.rampup_epochs.get_or_insert((epochs - c.warmup_epochs) / 2);
-        if c.warmup_epochs + rampup > epochs {
-            return Err(err(
-                "rampup_epochs",
-                format!("= {rampup}: warm-up ({}) + ramp-up ({rampup}) is longer than training (`epochs` = {epochs})", c.warmup_epochs),
-            ));
+        let warmup = c.warmup_steps.map_or(Span::Epochs(c.warmup_epochs), Span::Steps);
+        let rampup = match c.rampup_steps {
+            Some(s) => Span::Steps(s),
+            None => Span::Epochs(*c.rampup_epochs.get_or_insert((epochs - c.warmup_epochs) / 2)),
+        };
+        if let (Span::Epochs(w), Span::Epochs(r)) = (warmup, rampup) {
+            if w + r > epochs {
+                return Err(err("rampup_epochs", format!("= {r}: warm-up ({w}) + ramp-up ({r}) is longer than training (`epochs` = {epochs})")));
+            }
         }
+        let steps_key = [("rampup_steps", c.rampup_steps), ("warmup_steps", c.warmup_steps)]
+            .into_iter()
+            .find(|(_, v)| v.is_some())
+            .map(|(key, _)| (key, sources.origin(key)));
         if c.eps_schedule == RampShape::Smoothed {
             if !(0.0..=1.0).contains(&c.smoothed_mid) {
                 return Err(err("smoothed_mid", format!("must lie in [0, 1], got {}", c.smoothed_mid)));
@@ -557,11 +598,14 @@ impl TrainConfig {
         }
         match c.lr_schedule {
             LrKind::Milestones => {
-                if c.lr_milestones.is_empty() {
-                    return Err(err("lr_schedule", "= \"milestones\" needs `lr_milestones`, a list of epochs".into()));
-                }
-                if c.lr_milestones.windows(2).any(|w| w[0] >= w[1]) {
-                    return Err(err("lr_milestones", format!("must be increasing, got {:?}", c.lr_milestones)));
+                let (key, list) = match (c.lr_milestones.is_empty(), c.lr_milestone_steps.is_empty()) {
+                    (true, true) => return Err(err("lr_schedule", "= \"milestones\" needs `lr_milestones` (epochs) or `lr_milestone_steps`".into())),
+                    (false, false) => return Err(err("lr_milestone_steps", "and `lr_milestones` both set: give the milestones in one unit".into())),
+                    (false, true) => ("lr_milestones", &c.lr_milestones),
+                    (true, false) => ("lr_milestone_steps", &c.lr_milestone_steps),
+                };
+                if list.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err(err(key, format!("must be increasing, got {list:?}")));
                 }
             }
             LrKind::Step => {
@@ -622,7 +666,9 @@ impl TrainConfig {
             eps,
             eps_train,
             epochs,
-            rampup_epochs: rampup,
+            warmup,
+            rampup,
+            steps_key,
             kappa_start,
             kappa_end,
             beta_start,

@@ -1,12 +1,12 @@
 //! Schedules of certified training, as pure functions of the global step (0-based batch
 //! count over the whole run) or of the epoch, so that a resumed run recomputes them exactly.
 //!
-//! - Warm-up: the first `warmup` epochs train naturally (no robust loss).
-//! - Ramp-up: over the next `rampup` epochs, eps grows from `eps_start` to `eps_train` (linear,
+//! - Warm-up: the first `warmup` epochs (or steps) train naturally (no robust loss).
+//! - Ramp-up: over the next `rampup` epochs (or steps), eps grows from `eps_start` to `eps_train` (linear,
 //!   or the smoothed schedule of Shi et al. 2021), kappa moves linearly from `kappa_start` to
 //!   `kappa_end` and beta from `beta_start` to `beta_end` (CROWN-IBP, Zhang et al. 2020).
 //! - Afterwards every value stays at its end value.
-//! - The learning rate changes per epoch: constant, divided at milestones, or multiplied by a
+//! - The learning rate: constant, divided at milestones (epochs or steps), or multiplied by a
 //!   factor every k epochs.
 
 use serde::{Deserialize, Serialize};
@@ -34,12 +34,28 @@ pub struct StepValues {
     pub beta: f64,
 }
 
+/// A length of the warm-up or the ramp-up: whole epochs, or optimiser steps (Gowal et al.
+/// count a warm-up of 2K and a ramp-up of 10K steps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Span {
+    Epochs(usize),
+    Steps(usize),
+}
+
+impl Span {
+    pub fn steps(self, steps_per_epoch: usize) -> u64 {
+        match self {
+            Span::Epochs(e) => (e * steps_per_epoch) as u64,
+            Span::Steps(s) => s as u64,
+        }
+    }
+}
+
 /// eps, kappa and beta over the run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RampSchedule {
-    pub steps_per_epoch: usize,
-    pub warmup_epochs: usize,
-    pub rampup_epochs: usize,
+    pub warmup_steps: u64,
+    pub rampup_steps: u64,
     pub shape: RampShape,
     pub eps_start: f64,
     pub eps_end: f64,
@@ -55,11 +71,11 @@ pub struct RampSchedule {
 
 impl RampSchedule {
     fn init_step(&self) -> u64 {
-        (self.warmup_epochs * self.steps_per_epoch) as u64
+        self.warmup_steps
     }
 
     fn final_step(&self) -> u64 {
-        ((self.warmup_epochs + self.rampup_epochs) * self.steps_per_epoch) as u64
+        self.warmup_steps + self.rampup_steps
     }
 
     /// Linear progress through the ramp in [0, 1] at global step `step`.
@@ -122,7 +138,7 @@ impl RampSchedule {
 pub enum LrKind {
     #[default]
     Constant,
-    /// Multiply by `decay` at each epoch listed in `milestones` (PyTorch `MultiStepLR`).
+    /// Multiply by `decay` at each epoch (or step) listed in `milestones` (PyTorch `MultiStepLR`).
     Milestones,
     /// Multiply by `decay` every `step` epochs from epoch `start` on (PyTorch `StepLR`).
     Step,
@@ -134,16 +150,21 @@ pub struct LrSchedule {
     pub base: f64,
     pub decay: f64,
     pub milestones: Vec<usize>,
+    /// The milestones count optimiser steps, not epochs.
+    pub milestones_in_steps: bool,
     pub step: usize,
     pub start: usize,
 }
 
 impl LrSchedule {
-    /// Learning rate during 0-based epoch `epoch`.
-    pub fn at(&self, epoch: usize) -> f64 {
+    /// Learning rate of global step `step` (0-based) in 0-based epoch `epoch`.
+    pub fn at(&self, epoch: usize, step: u64) -> f64 {
         let times = match self.kind {
             LrKind::Constant => 0,
-            LrKind::Milestones => self.milestones.iter().filter(|&&m| m <= epoch).count(),
+            LrKind::Milestones => {
+                let now = if self.milestones_in_steps { step } else { epoch as u64 };
+                self.milestones.iter().filter(|&&m| m as u64 <= now).count()
+            }
             LrKind::Step if self.step > 0 && epoch >= self.start => (epoch - self.start) / self.step,
             LrKind::Step => 0,
         };
@@ -157,9 +178,8 @@ mod tests {
 
     fn ramp(shape: RampShape) -> RampSchedule {
         RampSchedule {
-            steps_per_epoch: 10,
-            warmup_epochs: 2,
-            rampup_epochs: 4,
+            warmup_steps: Span::Epochs(2).steps(10),
+            rampup_steps: Span::Epochs(4).steps(10),
             shape,
             eps_start: 0.0,
             eps_end: 0.3,
@@ -186,6 +206,16 @@ mod tests {
     }
 
     #[test]
+    fn step_spans_start_and_end_mid_epoch() {
+        // Gowal et al.'s MNIST schedule at 600 steps per epoch: 2K warm-up, 10K ramp-up steps.
+        let r = RampSchedule { warmup_steps: Span::Steps(2000).steps(600), rampup_steps: Span::Steps(10_000).steps(600), ..ramp(RampShape::Linear) };
+        assert!(r.at(1999).warmup && !r.at(2000).warmup);
+        assert!((r.eps(7000) - 0.15).abs() < 1e-12);
+        assert_eq!(r.eps(12_000), 0.3);
+        assert!(r.eps(11_999) < 0.3);
+    }
+
+    #[test]
     fn smoothed_ramp_is_monotone_continuous_and_reaches_the_end() {
         let r = ramp(RampShape::Smoothed);
         let mut prev = 0.0;
@@ -203,13 +233,18 @@ mod tests {
 
     #[test]
     fn lr_schedules() {
-        let m = LrSchedule { kind: LrKind::Milestones, base: 1.0, decay: 0.1, milestones: vec![130, 190], step: 0, start: 0 };
-        assert_eq!(m.at(129), 1.0);
-        assert!((m.at(130) - 0.1).abs() < 1e-12);
-        assert!((m.at(199) - 0.01).abs() < 1e-12);
-        let s = LrSchedule { kind: LrKind::Step, base: 1.0, decay: 0.5, milestones: vec![], step: 20, start: 0 };
-        assert_eq!(s.at(19), 1.0);
-        assert_eq!(s.at(20), 0.5);
-        assert_eq!(s.at(45), 0.25);
+        let m = LrSchedule { kind: LrKind::Milestones, base: 1.0, decay: 0.1, milestones: vec![130, 190], milestones_in_steps: false, step: 0, start: 0 };
+        assert_eq!(m.at(129, 99_999), 1.0);
+        assert!((m.at(130, 0) - 0.1).abs() < 1e-12);
+        assert!((m.at(199, 0) - 0.01).abs() < 1e-12);
+        // Gowal et al.: x0.1 at steps 15K and 25K, whatever the epoch.
+        let m = LrSchedule { milestones: vec![15_000, 25_000], milestones_in_steps: true, ..m };
+        assert_eq!(m.at(24, 14_999), 1.0);
+        assert!((m.at(24, 15_000) - 0.1).abs() < 1e-12);
+        assert!((m.at(41, 25_000) - 0.01).abs() < 1e-12);
+        let s = LrSchedule { kind: LrKind::Step, base: 1.0, decay: 0.5, milestones: vec![], milestones_in_steps: false, step: 20, start: 0 };
+        assert_eq!(s.at(19, 0), 1.0);
+        assert_eq!(s.at(20, 0), 0.5);
+        assert_eq!(s.at(45, 0), 0.25);
     }
 }

@@ -107,9 +107,8 @@ fn new_optimizer(c: &TrainConfig) -> Optimizer {
 fn schedules(r: &Resolved, steps_per_epoch: usize) -> (RampSchedule, LrSchedule) {
     let c = &r.config;
     let ramp = RampSchedule {
-        steps_per_epoch,
-        warmup_epochs: c.warmup_epochs,
-        rampup_epochs: r.rampup_epochs,
+        warmup_steps: r.warmup.steps(steps_per_epoch),
+        rampup_steps: r.rampup.steps(steps_per_epoch),
         shape: c.eps_schedule,
         eps_start: c.eps_start,
         eps_end: r.eps_train,
@@ -124,7 +123,8 @@ fn schedules(r: &Resolved, steps_per_epoch: usize) -> (RampSchedule, LrSchedule)
         kind: c.lr_schedule,
         base: c.lr,
         decay: r.lr_decay,
-        milestones: c.lr_milestones.clone(),
+        milestones: if c.lr_milestone_steps.is_empty() { c.lr_milestones.clone() } else { c.lr_milestone_steps.clone() },
+        milestones_in_steps: !c.lr_milestone_steps.is_empty(),
         step: c.lr_step.unwrap_or(0),
         start: c.lr_step_start,
     };
@@ -151,6 +151,10 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
     if data.train.shape != r.arch.input_shape {
         return Err(Error::input(format!("images are {:?}, the architecture expects {:?}", data.train.shape, r.arch.input_shape)));
     }
+    let n = data.train.len();
+    let bs = c.batch_size.min(n);
+    let steps_per_epoch = n.div_ceil(bs);
+    r.check_steps(steps_per_epoch)?;
     std::fs::create_dir_all(out).map_err(|e| Error::file(out, format!("cannot create the output directory: {e}")))?;
     let config_toml = c.to_toml()?;
     let config_json = serde_json::to_value(c).map_err(Error::internal)?;
@@ -181,9 +185,6 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
     crate::io::atomic::write_bytes(&files.config(), config_toml.as_bytes())?;
     let resumed_from = (start_epoch > 0).then_some(start_epoch);
 
-    let n = data.train.len();
-    let bs = c.batch_size.min(n);
-    let steps_per_epoch = n.div_ceil(bs);
     let threads = match c.threads {
         0 => std::thread::available_parallelism().map_or(1, |p| p.get()).min(8),
         t => t,
@@ -212,7 +213,6 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
     };
     for epoch in start_epoch..last {
         let t0 = Instant::now();
-        opt.lr = lr_schedule.at(epoch);
         progress.epoch_start(epoch + 1, r.epochs, n);
         let order = batches::epoch_order(n, c.seed, epoch);
         let mut aug_rng = batches::rng(c.seed, Stream::Augment, epoch as u64);
@@ -220,6 +220,7 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
         let mut values = ramp.at(global_step);
         for (b, idx) in order.chunks(bs).enumerate() {
             values = ramp.at(global_step);
+            opt.lr = lr_schedule.at(epoch, global_step);
             let (pixels, y) = batches::gather(&data.train, idx, augment.as_ref().map(|a| (a, &mut aug_rng)));
             let x = from_vec(pixels, [idx.len(), shape[0], shape[1], shape[2]], &device);
             let shard = |j: usize, rows: Range<usize>| -> Result<ShardStep> {
