@@ -8,7 +8,7 @@
 #   scripts/relaxation_sweep.sh [NET] [OUT]      NET: conv (default) or fc; OUT: runs/sweep-NET
 #
 # Environment: EPOCHS (6), RAMP (3), TRAIN_N (5000), N (1000), DATASET (fashion-mnist),
-# IRONBOUND (target/release/ironbound). The schedule keeps each config's eps, kappa, beta, spec,
+# IRONBOUND (target/release/ironbound), ONLY (comma-separated names of the rows to run; all). The schedule keeps each config's eps, kappa, beta, spec,
 # optimiser, L1 and normalisation; only the length, the training subset and the lr schedule
 # (constant) change, so the numbers show that each relaxation trains, not the paper's accuracy.
 set -euo pipefail
@@ -52,6 +52,7 @@ echo "| relaxation | config | certified (trained) | clean (trained) | certified 
 echo "|---|---|---|---|---|---|"
 for row in "${runs[@]}"; do
   IFS='|' read -r name suffix method cert <<<"$row"
+  [[ -n ${ONLY:-} && ",$ONLY," != *",$name,"* ]] && continue
   args=(--config "$(config "$suffix")" "${short[@]}" --out "$out/$name")
   [[ -n $method ]] && args+=(--method "$method")
   start=$(date +%s)
