@@ -9,10 +9,13 @@ use crate::error::{Error, Result};
 use crate::loss::{cross_entropy, one_hot, predictions, robust_cross_entropy};
 use crate::net::Network;
 use crate::tensor::{Device, Tensor};
+use crate::train::batches::{in_parallel, shards};
+use crate::train::optim::{gradients, sum_gradients, ParamGrads};
 use crate::train::{Optimizer, OptimizerKind};
 use crate::verify::pgd::{self, PgdConfig};
 use models::{inputs, BenchModel, CONV, DM_LARGE, DM_SMALL, FC5};
 use serde::Serialize;
+use std::ops::Range;
 use std::time::Instant;
 
 pub const WORKLOADS: [&str; 8] = [
@@ -42,7 +45,8 @@ trait Workload {
     fn iterate(&mut self) -> Result<()>;
 }
 
-/// Training step: clean forward for accuracy, a loss, backward, optimiser step.
+/// Training step: clean forward for accuracy, a loss, backward, optimiser step. The batch is
+/// split into `threads` shards computed on parallel threads, as `ironbound train` does.
 struct TrainStep {
     initial: Network,
     net: Network,
@@ -51,6 +55,7 @@ struct TrainStep {
     y: Vec<usize>,
     eps: f64,
     method: Option<Method>,
+    threads: usize,
 }
 
 impl Workload for TrainStep {
@@ -60,20 +65,27 @@ impl Workload for TrainStep {
     fn iterate(&mut self) -> Result<()> {
         let device = self.x.device();
         let k = self.net.num_outputs();
-        let tracked = self.opt.track(&self.net);
-        let loss = match self.method {
-            None => cross_entropy(tracked.forward(self.x.clone()), one_hot(&self.y, k, &device)),
-            Some(m) => {
-                let _correct = predictions(self.net.forward(self.x.clone()));
-                let region = input_region(&self.x, self.eps, Some((0.0, 1.0)));
-                let spec = Spec::margins(&self.y, k, &device)?;
-                robust_cross_entropy(lower_bound(&tracked, &region, &spec, &m.relaxation())?)
-            }
+        let [n, c, h, w] = self.x.dims();
+        let shard = |_: usize, rows: Range<usize>| -> Result<(f32, ParamGrads)> {
+            let weight = rows.len() as f64 / n as f64;
+            let x = self.x.clone().slice([rows.clone(), 0..c, 0..h, 0..w]);
+            let y = &self.y[rows];
+            let tracked = self.opt.track(&self.net);
+            let loss = match self.method {
+                None => cross_entropy(tracked.forward(x), one_hot(y, k, &device)),
+                Some(m) => {
+                    let _correct = predictions(self.net.forward(x.clone()));
+                    let region = input_region(&x, self.eps, Some((0.0, 1.0)));
+                    let spec = Spec::margins(y, k, &device)?;
+                    robust_cross_entropy(lower_bound(&tracked, &region, &spec, &m.relaxation())?)
+                }
+            };
+            let grads = gradients(&tracked, &(loss.clone() * weight).backward());
+            Ok((loss.into_scalar(), grads))
         };
-        let grads = loss.clone().backward();
-        self.net = self.opt.step(&tracked, &grads)?;
-        let value: f32 = loss.into_scalar();
-        if !value.is_finite() {
+        let (values, grads): (Vec<f32>, Vec<ParamGrads>) = in_parallel(shards(n, self.threads), &shard)?.into_iter().unzip();
+        self.net = self.opt.apply(&self.net, sum_gradients(grads), 1.0)?;
+        if !values.iter().all(|v| v.is_finite()) {
             return Err(Error::internal("bench loss is not finite"));
         }
         Ok(())
@@ -116,11 +128,11 @@ impl Workload for AttackStep {
     }
 }
 
-fn train(model: &BenchModel, n: usize, stream: u64, eps: f64, method: Option<Method>, device: &Device) -> Result<Box<dyn Workload>> {
+fn train(model: &BenchModel, n: usize, stream: u64, eps: f64, method: Option<Method>, threads: usize, device: &Device) -> Result<Box<dyn Workload>> {
     let net = model.network(device)?;
     let (x, y) = inputs(n, model.input, stream, device);
     let opt = Optimizer::new(OptimizerKind::adam(), 5e-4, 0.0);
-    Ok(Box::new(TrainStep { initial: net.clone(), net, opt, x, y, eps, method }))
+    Ok(Box::new(TrainStep { initial: net.clone(), net, opt, x, y, eps, method, threads }))
 }
 
 fn bounds(model: &BenchModel, n: usize, stream: u64, method: Method, device: &Device) -> Result<Box<dyn Workload>> {
@@ -128,12 +140,12 @@ fn bounds(model: &BenchModel, n: usize, stream: u64, method: Method, device: &De
     Ok(Box::new(BoundStep { net: model.network(device)?, x, y, eps: 0.1, method }))
 }
 
-fn build(name: &str, device: &Device) -> Result<Box<dyn Workload>> {
+fn build(name: &str, threads: usize, device: &Device) -> Result<Box<dyn Workload>> {
     match name {
-        "train-natural-dmsmall" => train(&DM_SMALL, 256, 1, 0.0, None, device),
-        "train-ibp-dmsmall" => train(&DM_SMALL, 256, 1, 0.1, Some(Method::Ibp), device),
-        "train-crownibp-dmsmall" => train(&DM_SMALL, 256, 1, 0.1, Some(Method::CrownIbp), device),
-        "train-crownibp-dmlarge-cifar" => train(&DM_LARGE, 32, 7, 2.0 / 255.0, Some(Method::CrownIbp), device),
+        "train-natural-dmsmall" => train(&DM_SMALL, 256, 1, 0.0, None, threads, device),
+        "train-ibp-dmsmall" => train(&DM_SMALL, 256, 1, 0.1, Some(Method::Ibp), threads, device),
+        "train-crownibp-dmsmall" => train(&DM_SMALL, 256, 1, 0.1, Some(Method::CrownIbp), threads, device),
+        "train-crownibp-dmlarge-cifar" => train(&DM_LARGE, 32, 7, 2.0 / 255.0, Some(Method::CrownIbp), threads, device),
         "bounds-crown-fc5" => bounds(&FC5, 100, 3, Method::Crown, device),
         "bounds-crown-conv" => bounds(&CONV, 32, 5, Method::Crown, device),
         "bounds-deepz-fc5" => bounds(&FC5, 100, 3, Method::Deepz, device),
@@ -161,7 +173,7 @@ pub fn parse_workloads(list: Option<&str>) -> Result<Vec<String>> {
 
 /// Runs one workload: `warmup` untimed iterations, then `iters` timed ones.
 pub fn run(name: &str, iters: usize, warmup: usize, threads: usize, device: &Device) -> Result<Timing> {
-    let mut w = build(name, device)?;
+    let mut w = build(name, threads, device)?;
     for _ in 0..warmup {
         w.prepare();
         w.iterate()?;

@@ -4,8 +4,9 @@
 
 use super::config::{EvalSplit, Resolved};
 use crate::data::{self, DataOptions, Dataset, Split};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::net::init::SplitMix64;
+use std::ops::Range;
 
 /// Random streams, one per purpose.
 #[derive(Clone, Copy, Debug)]
@@ -147,6 +148,21 @@ pub fn shards(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
         })
         .filter(|r| !r.is_empty())
         .collect()
+}
+
+/// Runs `f(j, rows)` for every shard, the first on this thread and the others on their own,
+/// and returns the results in shard order.
+pub fn in_parallel<T: Send>(shards: Vec<Range<usize>>, f: &(dyn Fn(usize, Range<usize>) -> Result<T> + Sync)) -> Result<Vec<T>> {
+    let mut shards = shards.into_iter().enumerate();
+    let Some((_, first)) = shards.next() else { return Ok(Vec::new()) };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = shards.map(|(j, rows)| s.spawn(move || f(j, rows))).collect();
+        let mut out = vec![f(0, first)?];
+        for h in handles {
+            out.push(h.join().map_err(|_| Error::internal("a training thread panicked"))??);
+        }
+        Ok(out)
+    })
 }
 
 #[cfg(test)]

@@ -241,7 +241,7 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
                     grads: gradients(&tracked, &total.backward()),
                 })
             };
-            let step = ShardStep::sum(in_parallel(batches::shards(idx.len(), threads), &shard)?);
+            let step = ShardStep::sum(batches::in_parallel(batches::shards(idx.len(), threads), &shard)?);
             let loss = step.loss;
             if !loss.is_finite() {
                 let kept = if epoch > 0 {
@@ -346,19 +346,4 @@ impl ShardStep {
             grads: sum_gradients(parts.into_iter().map(|p| p.grads).collect()),
         }
     }
-}
-
-/// Runs `f(j, rows)` for every shard, the first on this thread and the others on their own,
-/// and returns the results in shard order.
-fn in_parallel<T: Send>(shards: Vec<Range<usize>>, f: &(dyn Fn(usize, Range<usize>) -> Result<T> + Sync)) -> Result<Vec<T>> {
-    let mut shards = shards.into_iter().enumerate();
-    let Some((_, first)) = shards.next() else { return Ok(Vec::new()) };
-    std::thread::scope(|s| {
-        let handles: Vec<_> = shards.map(|(j, rows)| s.spawn(move || f(j, rows))).collect();
-        let mut out = vec![f(0, first)?];
-        for h in handles {
-            out.push(h.join().map_err(|_| Error::internal("a training thread panicked"))??);
-        }
-        Ok(out)
-    })
 }
