@@ -138,7 +138,7 @@ fn projected_losses_estimate_the_exact_ones_and_carry_gradients() {
     for m in [Method::Deepz, Method::Hbox] {
         let exact = robust(TrainMethod::Bound(m), SpecKind::Diffs, 1.0);
         let (net, x, y, t) = setup();
-        let mut opt = Optimizer::new(OptimizerKind::adam(), 1e-3, 0.0);
+        let opt = Optimizer::new(OptimizerKind::adam(), 1e-3, 0.0);
         let tracked = opt.track(&net);
         let obj = Objective { projections: 2001, ..objective(TrainMethod::Bound(m), SpecKind::Diffs) };
         let est = obj.robust(&tracked, &net, &x, &y, &t, 0.05, 1.0, 1).unwrap();
