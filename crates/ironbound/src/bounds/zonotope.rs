@@ -126,11 +126,7 @@ pub struct Zonotope {
 }
 
 impl Zonotope {
-    /// The box of an interval: one noise symbol per input element.
-    pub fn from_interval(b: &Interval) -> Zonotope {
-        Zonotope::from_box(b, &mut Symbols::Exact)
-    }
-
+    /// The box of an interval: one noise symbol per input element, or one block of projections.
     fn from_box(b: &Interval, symbols: &mut Symbols) -> Zonotope {
         let [n, c, h, w] = b.lo.dims();
         let gens = symbols.fresh(b.radius().reshape([n, c * h * w]), true);
