@@ -21,11 +21,11 @@ import argparse, importlib.util, json, os, struct, subprocess, sys, tempfile
 import numpy as np
 import torch, torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 import crosscheck_train as ct  # noqa: E402
 
 EPS, KAPPA, BETA, L1, N = 0.3, 0.5, 0.5, 5e-6, 100
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def torch_reference():
@@ -100,25 +100,25 @@ def main():
     params = dict(body.named_parameters())
     if set(params) != set(w0):
         sys.exit(f"parameter names differ: torch {sorted(params)} vs ironbound {sorted(w0)}")
-    with torch.no_grad():
-        for n, p in params.items():
-            p.copy_(w0[n])
+
+    def reset():
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(w0[n])
+
+    reset()
     x = ct.idx(f"{ct.FMNIST}/train-images-idx3-ubyte.gz")[:N]
     y = ct.idx(f"{ct.FMNIST}/train-labels-idx1-ubyte.gz")[:N]
-    worst = 0.0
     loss = loss_of(body, x, y, a.method, ref)  # ironbound logs the loss with its L1 term
-    rel = abs(loss.item() - m0["loss"]) / abs(loss.item())
-    print(f"loss: torch {loss.item():.6f} ironbound {m0['loss']:.6f} rel {rel:.1e}")
-    worst = max(worst, rel)
+    worst = abs(loss.item() - m0["loss"]) / abs(loss.item())
+    print(f"loss: torch {loss.item():.6f} ironbound {m0['loss']:.6f} rel {worst:.1e}")
     loss.backward()
     for n, p in params.items():
         rel = ((w0[n] - w1[n]) - p.grad).norm().item() / p.grad.norm().item()
         print(f"gradient {n}: |g| {p.grad.norm():.4e} rel {rel:.1e}")
         worst = max(worst, rel)
     opt = torch.optim.Adam(body.parameters(), lr=5e-4)
-    with torch.no_grad():
-        for n, p in params.items():
-            p.copy_(w0[n])
+    reset()
     for _ in range(3):
         opt.zero_grad()
         loss_of(body, x, y, a.method, ref).backward()

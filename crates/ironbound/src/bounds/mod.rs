@@ -95,7 +95,7 @@ fn backsub_value(ctx: &Backsub, v: usize, parallel: bool, rows_budget: usize) ->
         hi.push(h);
     }
     let to4 = |parts: Vec<Tensor<2>>| {
-        let t = if parts.len() == 1 { parts.into_iter().next().unwrap_or_else(|| unreachable!()) } else { Tensor::cat(parts, 1) };
+        let t = Tensor::cat(parts, 1);
         let n = t.dims()[0];
         t.reshape([n, shape[0], shape[1], shape[2]])
     };
