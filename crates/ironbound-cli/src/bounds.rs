@@ -2,11 +2,16 @@
 
 use crate::common;
 use clap::Parser;
-use ironbound::bounds::{input_region, lower_bound, spec, Method, Spec};
+use ironbound::bounds::{input_region, lower_bound, spec, Interval, Spec};
 use ironbound::error::{Error, Result};
 use ironbound::io::npy;
 use ironbound::tensor::{default_device, from_vec, to_vec, Tensor};
-use ironbound::verify::certify::check_eps;
+use ironbound::net::Network;
+use ironbound::verify::certify::{check_eps, DEFAULT_TIMEOUT};
+use ironbound::verify::lp::{self, milp, Stages};
+use ironbound::verify::CertMethod;
+use rayon::prelude::*;
+use std::time::{Duration, Instant};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -20,9 +25,13 @@ pub struct Args {
     /// Radius of the l-infinity ball.
     #[arg(long, allow_negative_numbers = true)]
     eps: f64,
-    /// Relaxation (ibp, hbox, deepz, crown, crown-0, crown-ibp, cap-ibp, alpha-crown).
+    /// Relaxation (ibp, hbox, deepz, crown, crown-0, crown-ibp, cap-ibp, alpha-crown,
+    /// lp-triangle, lp-parallelogram, milp).
     #[arg(long)]
     method: String,
+    /// Per-sample time budget of `milp` in seconds (then the best bound proved so far).
+    #[arg(long, allow_negative_numbers = true)]
+    timeout: Option<f64>,
     /// Labels (int64 [N]): also writes margin_lower, bounds on f_y - f_j.
     #[arg(long)]
     labels: Option<PathBuf>,
@@ -38,7 +47,15 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let method: Method = a.method.parse()?;
+    let method: CertMethod = a.method.parse()?;
+    if !matches!(method, CertMethod::Bound(_) | CertMethod::Lp(_) | CertMethod::Milp) {
+        return Err(Error::input(format!("method '{method}' decides samples but gives no bounds; use it with `ironbound certify`")));
+    }
+    let timeout = match a.timeout {
+        None => DEFAULT_TIMEOUT,
+        Some(t) if t.is_finite() && t > 0.0 => Duration::from_secs_f64(t),
+        Some(t) => return Err(Error::input(format!("--timeout must be a positive number of seconds, got {t}"))),
+    };
     let eps = check_eps(a.eps)?;
     let clip = match a.clip.as_deref() {
         Some(&[lo, hi]) if lo <= hi => Some((lo, hi)),
@@ -69,7 +86,10 @@ pub fn run(a: Args) -> Result<()> {
             Some(l.data.iter().map(|&y| y as usize).collect())
         }
     };
-    let relax = method.relaxation();
+    let stages = match method {
+        CertMethod::Bound(_) => None,
+        _ => Some(lp::stages::extract(&net)?),
+    };
     let (mut lower, mut upper, mut margins) = (Vec::new(), Vec::new(), Vec::new());
     let bs = a.batch_size.max(1);
     let bar = common::progress(n, "bounds");
@@ -87,7 +107,7 @@ pub fn run(a: Args) -> Result<()> {
             Some(ys) => Tensor::cat(vec![pair.expand([m, 2 * k, k]), Spec::margins(ys, k, &device)?.c], 1),
             None => pair,
         };
-        let lb = lower_bound(&net, &region, &Spec::new(rows), &relax)?;
+        let lb = rows_lower_bound(&net, stages.as_ref(), &region, &Spec::new(rows), &method, timeout)?;
         let total = lb.dims()[1];
         lower.extend(to_vec(lb.clone().slice([0..m, 0..k])));
         upper.extend(to_vec(lb.clone().slice([0..m, k..2 * k]).neg()));
@@ -104,4 +124,26 @@ pub fn run(a: Args) -> Result<()> {
         arrays.push(("margin_lower", &dims, &margins));
     }
     npy::write_npz(&a.out, &arrays)
+}
+
+/// Lower bounds `[N, R]` of the spec rows by the chosen method.
+fn rows_lower_bound(net: &Network, stages: Option<&Stages>, region: &Interval, spec: &Spec, method: &CertMethod, timeout: Duration) -> Result<Tensor<2>> {
+    let stages = || stages.ok_or_else(|| Error::internal("LP stages missing"));
+    match method {
+        CertMethod::Bound(m) => lower_bound(net, region, spec, &m.relaxation()),
+        CertMethod::Lp(r) => lp::lower_bound(net, stages()?, region, spec, *r),
+        _ => {
+            let stages = stages()?;
+            let n = region.lo.dims()[0];
+            let seeds = lp::engine_bounds(net, stages, region, ironbound::bounds::Method::Crown)?;
+            let boxes = lp::boxes(region);
+            let rows = lp::spec_rows(spec, n);
+            let bounds = (0..n)
+                .into_par_iter()
+                .map(|i| milp::exact_row_bounds(stages, &boxes[i], &seeds[i], &rows[i], Instant::now() + timeout))
+                .collect::<Result<Vec<Vec<f64>>>>()?;
+            let flat: Vec<f32> = bounds.into_iter().flatten().map(lp::round_down).collect();
+            Ok(from_vec(flat, [n, spec.rows()], &region.lo.device()))
+        }
+    }
 }

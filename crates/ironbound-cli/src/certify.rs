@@ -2,11 +2,12 @@
 
 use crate::common;
 use clap::Parser;
-use ironbound::bounds::parse_methods;
 use ironbound::data::{self, DataOptions, DatasetName, Split};
 use ironbound::error::{Error, Result};
 use ironbound::tensor::default_device;
-use ironbound::verify::{certify, CertifyConfig, PgdConfig};
+use ironbound::verify::certify::DEFAULT_TIMEOUT;
+use ironbound::verify::{certify, parse_cert_methods, CertMethod, CertifyConfig, PgdConfig};
+use std::time::Duration;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -22,9 +23,18 @@ pub struct Args {
     /// Radius of the l-infinity ball (in [0, 1] pixel units, before any normalisation).
     #[arg(long, allow_negative_numbers = true)]
     eps: f64,
-    /// Comma-separated relaxations.
+    /// Comma-separated methods: relaxations (ibp, crown, ...), lp-triangle, lp-parallelogram,
+    /// milp (complete), colt (COLT's cascade), milp-last-layer, milp-partial[-K].
+    #[arg(long, required_unless_present = "cascade")]
+    method: Option<String>,
+    /// Try these methods in order per sample and stop at the first that decides it (reported
+    /// as one more method, `cascade:A>B>...`, with per-stage counts).
     #[arg(long)]
-    method: String,
+    cascade: Option<String>,
+    /// Per-sample time budget in seconds of the solver-based methods (MILP, LP tightening);
+    /// a sample that runs out counts as not certified (`timed_out` in the report).
+    #[arg(long, allow_negative_numbers = true)]
+    timeout: Option<f64>,
     /// Evaluate the first N samples (all when omitted).
     #[arg(long)]
     n: Option<usize>,
@@ -48,10 +58,18 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let methods = parse_methods(&a.method)?;
-    if methods.is_empty() {
-        return Err(Error::input("--method needs at least one relaxation"));
+    let mut methods = parse_cert_methods(a.method.as_deref().unwrap_or(""))?;
+    if let Some(list) = &a.cascade {
+        methods.push(CertMethod::cascade(list)?);
     }
+    if methods.is_empty() {
+        return Err(Error::input("--method needs at least one method"));
+    }
+    let timeout = match a.timeout {
+        None => DEFAULT_TIMEOUT,
+        Some(t) if t.is_finite() && t > 0.0 => Duration::from_secs_f64(t),
+        Some(t) => return Err(Error::input(format!("--timeout must be a positive number of seconds, got {t}"))),
+    };
     let name: DatasetName = a.dataset.parse()?;
     let split: Split = a.split.parse()?;
     ironbound::verify::certify::check_eps(a.eps)?;
@@ -77,6 +95,7 @@ pub fn run(a: Args) -> Result<()> {
         batch_size: a.batch_size,
         pgd: a.pgd.map(|steps| PgdConfig { restarts: a.pgd_restarts, ..PgdConfig::new(steps) }),
         clip: (!a.no_clip).then_some((0.0, 1.0)),
+        timeout,
     };
     let bar = common::progress(labels.len(), "certify");
     let (report, _) = certify(&net, &ds.images, &labels, &cfg, &device, &mut |done| bar.set_position(done as u64))?;

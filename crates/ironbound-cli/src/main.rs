@@ -4,8 +4,10 @@ mod bench;
 mod bounds;
 mod certify;
 mod common;
+mod convert;
 mod init;
 mod train;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -31,12 +33,16 @@ enum Command {
     Bounds(bounds::Args),
     /// Clean, certified and PGD accuracy of a model on a dataset.
     Certify(certify::Args),
+    /// Read a PyTorch checkpoint (.pt/.pth) into a named architecture and save it as a model.
+    Convert(convert::Args),
     /// Save a named architecture with seeded random weights.
     Init(init::Args),
     /// Time the reference workloads of shared/bench/WORKLOADS.md.
     Bench(bench::Args),
     /// Train a certifiably robust network (checkpoints every epoch; rerun to resume).
     Train(train::Args),
+    /// Decide a VNN-LIB property (sat / unsat / unknown / timeout), or a VNN-COMP benchmark.
+    Verify(verify::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,9 +60,11 @@ fn main() -> ExitCode {
     let result = std::panic::catch_unwind(|| match cli.command {
         Command::Bounds(a) => bounds::run(a),
         Command::Certify(a) => certify::run(a),
+        Command::Convert(a) => convert::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Init(a) => init::run(a),
         Command::Train(a) => train::run(a),
+        Command::Verify(a) => verify::run(a),
     });
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,

@@ -4,6 +4,8 @@ pub mod atomic;
 pub mod native;
 pub mod npy;
 pub mod onnx;
+pub mod torch;
+pub mod vnnlib;
 
 use crate::error::{Error, Result};
 use crate::net::Network;

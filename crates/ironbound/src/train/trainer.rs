@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::loss::{one_hot, predictions};
 use crate::net::Network;
 use crate::tensor::{default_device, from_vec, Device};
-use crate::verify::{certify, CertifyConfig, PgdConfig};
+use crate::verify::{certify, CertMethod, CertifyConfig, PgdConfig};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -201,10 +201,11 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
     }
     let cert_cfg = CertifyConfig {
         eps: r.eps,
-        methods,
+        methods: methods.into_iter().map(CertMethod::Bound).collect(),
         batch_size: c.eval_batch_size,
         pgd: (c.eval_pgd_steps > 0).then(|| PgdConfig { seed: c.seed, ..PgdConfig::new(c.eval_pgd_steps) }),
         clip: Some(CLIP),
+        timeout: crate::verify::certify::DEFAULT_TIMEOUT,
     };
 
     let last = match opts.max_epochs_this_run {

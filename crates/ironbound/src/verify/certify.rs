@@ -1,24 +1,78 @@
-//! Certification of a dataset: clean accuracy, certified accuracy per relaxation, and PGD
+//! Certification of a dataset: clean accuracy, certified accuracy per method, and PGD
 //! accuracy, over the l-infinity ball of radius eps (clipped to the data range).
+//!
+//! Every method gives each sample an `Outcome`. Bound relaxations and LPs certify or leave a
+//! sample open; the MILP can also falsify it (a counterexample the real network's forward pass
+//! confirmed) or run out of its per-sample time. A misclassified clean input is its own
+//! counterexample, so it counts as falsified for every method.
 
+use super::lp::{self, milp, StageBounds, Stages, Verdict};
+use super::method::CertMethod;
 use super::pgd::{self, PgdConfig};
-use crate::bounds::{input_region, lower_bound, Method, Spec};
+use crate::bounds::{input_region, lower_bound, Interval, Method, Spec};
 use crate::error::{Error, Result};
 use crate::loss::predictions;
 use crate::net::Network;
-use crate::tensor::{from_vec, to_vec, Device};
+use crate::tensor::{from_vec, to_vec, Device, Tensor};
+use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
 pub struct CertifyConfig {
     pub eps: f64,
-    pub methods: Vec<Method>,
+    pub methods: Vec<CertMethod>,
     pub batch_size: usize,
     pub pgd: Option<PgdConfig>,
     /// The input domain the ball is intersected with ([0, 1] for images).
     pub clip: Option<(f64, f64)>,
+    /// Per-sample time budget of the solver-based methods (MILP stages, LP tightening).
+    pub timeout: Duration,
+}
+
+/// The default per-sample budget of solver-based methods.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Certified,
+    Falsified,
+    TimedOut,
+    /// Not certified, not refuted.
+    Unknown,
+}
+
+/// How many samples ended each way.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    pub certified: usize,
+    pub falsified: usize,
+    pub timed_out: usize,
+    pub unknown: usize,
+}
+
+impl Counts {
+    fn of(outcomes: &[Outcome]) -> Counts {
+        let mut c = Counts::default();
+        for o in outcomes {
+            match o {
+                Outcome::Certified => c.certified += 1,
+                Outcome::Falsified => c.falsified += 1,
+                Outcome::TimedOut => c.timed_out += 1,
+                Outcome::Unknown => c.unknown += 1,
+            }
+        }
+        c
+    }
+}
+
+/// One stage of a cascade and the samples it decided.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct StageCount {
+    pub method: String,
+    pub certified: usize,
+    pub falsified: usize,
 }
 
 /// `report.json` of `ironbound certify` (CONTRACT.md keys first, then extras).
@@ -30,16 +84,25 @@ pub struct Report {
     pub certified_accuracy: BTreeMap<String, f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pgd_accuracy: Option<f64>,
+    /// Per method: certified / falsified / timed out / unknown sample counts.
+    pub outcomes: BTreeMap<String, Counts>,
+    /// Per cascade: what each of its stages decided, in order.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub cascade_stages: BTreeMap<String, Vec<StageCount>>,
+    /// Samples some method certified although PGD broke them: always 0 unless a bound is wrong.
+    pub soundness_conflicts: usize,
     /// Wall-clock seconds spent per method.
     pub seconds: BTreeMap<String, f64>,
     pub clip: Option<(f64, f64)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<f64>,
 }
 
 /// Per-sample results, for callers that want more than the accuracies.
 #[derive(Clone, Debug, Default)]
 pub struct SampleResults {
     pub correct: Vec<bool>,
-    pub certified: BTreeMap<String, Vec<bool>>,
+    pub outcomes: BTreeMap<String, Vec<Outcome>>,
     pub pgd_robust: Option<Vec<bool>>,
 }
 
@@ -49,6 +112,150 @@ pub fn check_eps(eps: f64) -> Result<f64> {
         return Err(Error::input(format!("eps must be a finite number >= 0, got {eps}")));
     }
     Ok(eps)
+}
+
+/// The samples one method works on: a subset of a batch, with their labels.
+struct Samples<'a> {
+    net: &'a Network,
+    stages: Option<&'a Stages>,
+    x: Tensor<4>,
+    labels: Vec<usize>,
+    region: Interval,
+}
+
+impl<'a> Samples<'a> {
+    fn new(net: &'a Network, stages: Option<&'a Stages>, x: Tensor<4>, labels: Vec<usize>, cfg: &CertifyConfig) -> Samples<'a> {
+        let region = input_region(&x, cfg.eps, cfg.clip);
+        Samples { net, stages, x, labels, region }
+    }
+
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    fn subset(&self, keep: &[usize], cfg: &CertifyConfig) -> Samples<'a> {
+        let device = self.x.device();
+        let idx = Tensor::<1, crate::tensor::Int>::from_data(crate::tensor::TensorData::new(keep.iter().map(|&i| i as i64).collect::<Vec<_>>(), [keep.len()]), &device);
+        let x = self.x.clone().select(0, idx);
+        Samples::new(self.net, self.stages, x, keep.iter().map(|&i| self.labels[i]).collect(), cfg)
+    }
+
+    fn stages(&self, method: &CertMethod) -> Result<&'a Stages> {
+        self.stages.ok_or_else(|| Error::internal(format!("{method} needs the network's LP stages")))
+    }
+}
+
+/// Certified or open, from elided margin lower bounds `[N, K-1]`.
+fn from_margins(lb: Tensor<2>) -> Vec<Outcome> {
+    let [n, r] = lb.dims();
+    let v = to_vec(lb);
+    (0..n).map(|i| if v[i * r..(i + 1) * r].iter().all(|&b| b > 0.0) { Outcome::Certified } else { Outcome::Unknown }).collect()
+}
+
+/// Which ReLUs a MILP stage makes exact.
+fn exact_policy(method: &CertMethod, stages: &Stages) -> Box<dyn Fn(&[StageBounds]) -> Vec<Vec<bool>> + Sync> {
+    let hidden = stages.hidden();
+    let last_layer = move |bounds: &[StageBounds]| -> Vec<Vec<bool>> { bounds.iter().enumerate().map(|(k, b)| vec![k + 1 == hidden; b.lo.len()]).collect() };
+    match method {
+        CertMethod::MilpLastLayer => Box::new(last_layer),
+        CertMethod::MilpPartial { k } => {
+            let k = *k;
+            let target = stages.after_last_conv().unwrap_or(hidden.saturating_sub(2));
+            Box::new(move |bounds: &[StageBounds]| {
+                let mut mask = last_layer(bounds);
+                if let Some(b) = bounds.get(target) {
+                    // The most ambiguous neurons: the largest triangles, -l * u.
+                    let mut unstable: Vec<usize> = b.unstable().collect();
+                    unstable.sort_by(|&i, &j| (b.lo[i] * b.hi[i]).total_cmp(&(b.lo[j] * b.hi[j])));
+                    for &j in unstable.iter().take(k) {
+                        mask[target][j] = true;
+                    }
+                }
+                mask
+            })
+        }
+        _ => Box::new(milp::all_exact),
+    }
+}
+
+/// MILP verdicts per sample (in parallel), candidates confirmed by the real network.
+fn milp_outcomes(s: &Samples, method: &CertMethod, cfg: &CertifyConfig) -> Result<Vec<Outcome>> {
+    let stages = s.stages(method)?;
+    let seeds = lp::engine_bounds(s.net, stages, &s.region, Method::Crown)?;
+    let boxes = lp::boxes(&s.region);
+    let policy = exact_policy(method, stages);
+    let verdicts = (0..s.len())
+        .into_par_iter()
+        .map(|i| milp::decide(stages, &boxes[i], &seeds[i], s.labels[i], &*policy, Instant::now() + cfg.timeout))
+        .collect::<Result<Vec<Verdict>>>()?;
+    let shape = s.net.input_shape();
+    verdicts
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            Ok(match v {
+                Verdict::Certified => Outcome::Certified,
+                Verdict::Timeout => Outcome::TimedOut,
+                Verdict::Unknown => Outcome::Unknown,
+                Verdict::Candidate(x) => {
+                    let x = from_vec(x.iter().map(|&v| v as f32).collect(), [1, shape[0], shape[1], shape[2]], &s.x.device());
+                    let inside = within(&x, &s.region, i);
+                    if inside && predictions(s.net.forward(x))[0] != s.labels[i] {
+                        Outcome::Falsified
+                    } else {
+                        Outcome::Unknown
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Whether the single point `x` lies in sample i's region.
+fn within(x: &Tensor<4>, region: &Interval, i: usize) -> bool {
+    let [_, c, h, w] = region.lo.dims();
+    let pick = |t: &Tensor<4>| to_vec(t.clone().slice([i..i + 1, 0..c, 0..h, 0..w]));
+    let (lo, hi, p) = (pick(&region.lo), pick(&region.hi), to_vec(x.clone()));
+    p.iter().zip(lo.iter().zip(&hi)).all(|(v, (l, u))| v >= l && v <= u)
+}
+
+/// One method's outcome for each sample (all classified correctly).
+fn outcomes(s: &Samples, method: &CertMethod, cfg: &CertifyConfig, stage_counts: &mut Vec<StageCount>) -> Result<Vec<Outcome>> {
+    if s.len() == 0 {
+        return Ok(Vec::new());
+    }
+    let k = s.net.num_outputs();
+    let spec = || Spec::margins(&s.labels, k, &s.x.device());
+    match method {
+        CertMethod::Bound(m) => Ok(from_margins(lower_bound(s.net, &s.region, &spec()?, &m.relaxation())?)),
+        CertMethod::Lp(r) => Ok(from_margins(lp::lower_bound(s.net, s.stages(method)?, &s.region, &spec()?, *r)?)),
+        CertMethod::Milp | CertMethod::MilpLastLayer | CertMethod::MilpPartial { .. } => milp_outcomes(s, method, cfg),
+        CertMethod::Cascade { stages, .. } => {
+            let mut result = vec![Outcome::Unknown; s.len()];
+            let mut open: Vec<usize> = (0..s.len()).collect();
+            for (depth, stage) in stages.iter().enumerate() {
+                let sub = s.subset(&open, cfg);
+                let got = outcomes(&sub, stage, cfg, &mut Vec::new())?;
+                if stage_counts.len() <= depth {
+                    stage_counts.push(StageCount { method: stage.name(), certified: 0, falsified: 0 });
+                }
+                let mut still = Vec::new();
+                for (&i, o) in open.iter().zip(got) {
+                    result[i] = o;
+                    match o {
+                        Outcome::Certified => stage_counts[depth].certified += 1,
+                        Outcome::Falsified => stage_counts[depth].falsified += 1,
+                        Outcome::TimedOut | Outcome::Unknown => still.push(i),
+                    }
+                }
+                open = still;
+                if open.is_empty() {
+                    break;
+                }
+            }
+            Ok(result)
+        }
+    }
 }
 
 /// Certifies `images` (`[N, C, H, W]` row-major in `data`) with labels, in batches.
@@ -72,8 +279,13 @@ pub fn certify(
     if let Some(bad) = labels.iter().find(|&&y| y >= k) {
         return Err(Error::input(format!("label {bad} out of range for a model with {k} outputs")));
     }
+    let stages = match cfg.methods.iter().any(CertMethod::uses_solver) {
+        true => Some(lp::stages::extract(net)?),
+        false => None,
+    };
     let mut results = SampleResults::default();
     let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
+    let mut cascade_stages: BTreeMap<String, Vec<StageCount>> = BTreeMap::new();
     let bs = cfg.batch_size.max(1);
     for start in (0..n).step_by(bs) {
         let end = (start + bs).min(n);
@@ -81,18 +293,23 @@ pub fn certify(
         let x = from_vec(data[start * per..end * per].to_vec(), [m, shape[0], shape[1], shape[2]], device);
         let y = &labels[start..end];
         let correct: Vec<bool> = predictions(net.forward(x.clone())).iter().zip(y).map(|(p, t)| p == t).collect();
-        let region = input_region(&x, cfg.eps, cfg.clip);
-        let spec = Spec::margins(y, k, device)?;
+        let keep: Vec<usize> = (0..m).filter(|&i| correct[i]).collect();
+        let batch = Samples::new(net, stages.as_ref(), x.clone(), y.to_vec(), cfg);
+        let right = batch.subset(&keep, cfg);
         for method in &cfg.methods {
             let t0 = Instant::now();
-            let lb = to_vec(lower_bound(net, &region, &spec, &method.relaxation())?);
-            let ok: Vec<bool> = (0..m).map(|i| correct[i] && lb[i * (k - 1)..(i + 1) * (k - 1)].iter().all(|&v| v > 0.0)).collect();
-            results.certified.entry(method.name().to_string()).or_default().extend(ok);
-            *seconds.entry(method.name().to_string()).or_default() += t0.elapsed().as_secs_f64();
+            let counts = cascade_stages.entry(method.name()).or_default();
+            let got = outcomes(&right, method, cfg, counts)?;
+            let mut all = vec![Outcome::Falsified; m];
+            for (&i, o) in keep.iter().zip(got) {
+                all[i] = o;
+            }
+            results.outcomes.entry(method.name()).or_default().extend(all);
+            *seconds.entry(method.name()).or_default() += t0.elapsed().as_secs_f64();
         }
         if let Some(p) = &cfg.pgd {
             let t0 = Instant::now();
-            let robust = pgd::robust(net, &x, y, &region, cfg.eps, p);
+            let robust = pgd::robust(net, &x, y, &batch.region, cfg.eps, p);
             let ok = robust.iter().zip(&correct).map(|(r, c)| *r && *c);
             results.pgd_robust.get_or_insert_with(Vec::new).extend(ok);
             *seconds.entry("pgd".into()).or_default() += t0.elapsed().as_secs_f64();
@@ -100,15 +317,28 @@ pub fn certify(
         results.correct.extend(correct);
         progress(end);
     }
-    let frac = |v: &[bool]| if n == 0 { 0.0 } else { v.iter().filter(|&&b| b).count() as f64 / n as f64 };
+    cascade_stages.retain(|_, v| !v.is_empty());
+    let frac = |c: usize| if n == 0 { 0.0 } else { c as f64 / n as f64 };
+    let outcomes: BTreeMap<String, Counts> = results.outcomes.iter().map(|(k, v)| (k.clone(), Counts::of(v))).collect();
+    let soundness_conflicts = match &results.pgd_robust {
+        Some(pgd) => (0..n).filter(|&i| !pgd[i] && results.correct[i] && results.outcomes.values().any(|v| v[i] == Outcome::Certified)).count(),
+        None => 0,
+    };
+    if soundness_conflicts > 0 {
+        tracing::error!("{soundness_conflicts} samples were certified although PGD found a counterexample: a bound is wrong");
+    }
     let report = Report {
         n,
         eps: cfg.eps,
-        clean_accuracy: frac(&results.correct),
-        certified_accuracy: results.certified.iter().map(|(k, v)| (k.clone(), frac(v))).collect(),
-        pgd_accuracy: results.pgd_robust.as_deref().map(frac),
+        clean_accuracy: frac(results.correct.iter().filter(|&&b| b).count()),
+        certified_accuracy: outcomes.iter().map(|(k, c)| (k.clone(), frac(c.certified))).collect(),
+        pgd_accuracy: results.pgd_robust.as_deref().map(|v| frac(v.iter().filter(|&&b| b).count())),
+        outcomes,
+        cascade_stages,
+        soundness_conflicts,
         seconds,
         clip: cfg.clip,
+        timeout_seconds: cfg.methods.iter().any(CertMethod::uses_solver).then(|| cfg.timeout.as_secs_f64()),
     };
     Ok((report, results))
 }

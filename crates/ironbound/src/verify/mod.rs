@@ -1,7 +1,13 @@
-//! Verification pipelines: certification of datasets, attacks.
+//! Verification pipelines: certification of datasets, LP/MILP, attacks.
 
+pub mod bab;
 pub mod certify;
+pub mod falsify;
+pub mod lp;
+pub mod method;
 pub mod pgd;
+pub mod property;
 
-pub use certify::{certify, CertifyConfig, Report};
+pub use certify::{certify, CertifyConfig, Outcome, Report};
+pub use method::{parse_cert_methods, CertMethod};
 pub use pgd::PgdConfig;

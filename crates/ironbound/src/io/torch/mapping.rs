@@ -1,0 +1,255 @@
+//! Assigning a state dict's tensors to the parameters of one of our architectures.
+//!
+//! Key names differ between code releases: CROWN-IBP and convex_adversarial use bare
+//! `nn.Sequential` indices (`0.weight`), which are our node names; paradox nests the same
+//! sequence under `layers.` after a normalisation layer (`layers.1.weight`), COLT wraps each
+//! layer (`blocks.layers.1.conv.weight`). So a state dict fits when its keys are our
+//! parameter names with the same shapes, or else when its parameterised layers, taken in
+//! order, have our layers' parameter names and shapes. Keys that are not part of the network
+//! function are dropped: BatchNorm's `num_batches_tracked` and COLT's ReLU relaxation slopes
+//! (`deepz_lambda`). A `<layer>.mean` with a `<layer>.sigma` (or `.std`) is an input
+//! normalisation (paradox) and becomes a Normalize node in front.
+
+use super::{read_state_dict, StateDict, TensorValue};
+use crate::error::{Error, Result};
+use crate::net::{arch, NetSpec, NodeSpec, OpSpec, Shape};
+use crate::tensor::Device;
+use crate::net::Network;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+/// Per-channel input normalisation (x - mean[c]) / std[c].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Normalization {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+/// Input shapes tried when the caller does not give one: MNIST-like, then CIFAR-10/SVHN-like.
+const INPUT_SHAPES: [Shape; 2] = [[1, 28, 28], [3, 32, 32]];
+
+/// Suffixes of state-dict entries that do not change what the network computes.
+const IGNORED_SUFFIXES: [&str; 2] = [".num_batches_tracked", ".deepz_lambda"];
+
+/// Reads the checkpoint at `path` into the named architecture. Without `input_shape` the
+/// shapes of our datasets are tried (1x28x28, then 3x32x32) and the first that fits is used.
+/// `normalize` prepends an input normalisation; it replaces one stored in the checkpoint
+/// (paradox's loader does the same: it overwrites the stored values with the dataset's).
+pub fn load_network(path: &Path, arch_name: &str, input_shape: Option<Shape>, normalize: Option<&Normalization>, device: &Device) -> Result<Network> {
+    let state = read_state_dict(path)?;
+    let shapes = input_shape.map(|s| vec![s]).unwrap_or_else(|| INPUT_SHAPES.to_vec());
+    let mut best: Option<Misfit> = None;
+    for shape in shapes {
+        let spec = arch::named(arch_name, shape)?;
+        match assign(&state, &spec) {
+            Ok(fitted) => return build(fitted, &spec, normalize, path, device),
+            Err(m) => {
+                if best.as_ref().is_none_or(|b| m.count() < b.count()) {
+                    best = Some(m);
+                }
+            }
+        }
+    }
+    let misfit = best.ok_or_else(|| Error::internal("no input shape was tried"))?;
+    Err(Error::file(path, format!("does not fit arch {arch_name}: {misfit}")))
+}
+
+/// Assigns `state` to `arch` (a spec without a normalisation node) and builds the network.
+pub fn fit(state: &StateDict, arch: &NetSpec, arch_name: &str, normalize: Option<&Normalization>, path: &Path, device: &Device) -> Result<Network> {
+    match assign(state, arch) {
+        Ok(fitted) => build(fitted, arch, normalize, path, device),
+        Err(m) => Err(Error::file(path, format!("does not fit arch {arch_name}: {m}"))),
+    }
+}
+
+/// What a fitting state dict gives: values by our parameter names, and a stored normalisation.
+struct Fitted {
+    values: HashMap<String, Vec<f32>>,
+    stored: Option<Normalization>,
+}
+
+/// Why a state dict does not fit: our names missing, its keys unexpected, mis-shaped pairs.
+#[derive(Debug, Default)]
+struct Misfit {
+    missing: Vec<String>,
+    unexpected: Vec<String>,
+    misshaped: Vec<String>,
+}
+
+impl Misfit {
+    fn count(&self) -> usize {
+        self.missing.len() + self.unexpected.len() + self.misshaped.len()
+    }
+}
+
+impl std::fmt::Display for Misfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = [("missing", &self.missing), ("unexpected", &self.unexpected), ("mis-shaped", &self.misshaped)]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(what, v)| format!("{what} {}", v.join(", ")))
+            .collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+/// One parameter of ours: full name, local name, shape.
+struct Param {
+    name: String,
+    local: &'static str,
+    shape: Vec<usize>,
+}
+
+/// Our parameters grouped by node, in network order.
+fn arch_layers(spec: &NetSpec) -> Vec<Vec<Param>> {
+    spec.nodes
+        .iter()
+        .map(|n| n.op.param_shapes().into_iter().map(|(local, shape)| Param { name: format!("{}.{local}", n.name), local, shape }).collect::<Vec<_>>())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+fn shape_str(shape: &[usize]) -> String {
+    format!("[{}]", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","))
+}
+
+fn split_key(key: &str) -> (&str, &str) {
+    key.rsplit_once('.').unwrap_or(("", key))
+}
+
+/// Takes a `<p>.mean` + `<p>.sigma`/`<p>.std` pair out of `weights`, if there is one.
+fn take_normalization(weights: &mut Vec<(&str, &TensorValue)>) -> Option<Normalization> {
+    let (prefix, mean_at) = weights.iter().enumerate().find_map(|(i, (k, _))| {
+        let (p, local) = split_key(k);
+        (local == "mean").then_some((p.to_string(), i))
+    })?;
+    let std_at = weights.iter().position(|(k, _)| split_key(k) == (prefix.as_str(), "sigma") || split_key(k) == (prefix.as_str(), "std"))?;
+    let norm = Normalization { mean: weights[mean_at].1.data.clone(), std: weights[std_at].1.data.clone() };
+    let (hi, lo) = (mean_at.max(std_at), mean_at.min(std_at));
+    weights.remove(hi);
+    weights.remove(lo);
+    Some(norm)
+}
+
+fn assign(state: &StateDict, spec: &NetSpec) -> Result<Fitted, Misfit> {
+    let mut weights: Vec<(&str, &TensorValue)> = state
+        .iter()
+        .filter(|(k, _)| !IGNORED_SUFFIXES.iter().any(|s| k.ends_with(s)))
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let stored = take_normalization(&mut weights);
+    let layers = arch_layers(spec);
+    let ours: HashMap<&str, &Param> = layers.iter().flatten().map(|p| (p.name.as_str(), p)).collect();
+    let by_name = fit_by_name(&weights, &ours);
+    if by_name.count() == 0 {
+        let values = weights.iter().map(|(k, v)| (k.to_string(), v.data.clone())).collect();
+        return Ok(Fitted { values, stored });
+    }
+    let (values, by_order) = fit_by_order(&weights, &layers);
+    if by_order.count() == 0 {
+        return Ok(Fitted { values, stored });
+    }
+    // Report in the terms of the layout the checkpoint is closest to.
+    let shared = weights.iter().filter(|(k, _)| ours.contains_key(k)).count();
+    Err(if 2 * shared >= weights.len() { by_name } else { by_order })
+}
+
+fn fit_by_name(weights: &[(&str, &TensorValue)], ours: &HashMap<&str, &Param>) -> Misfit {
+    let theirs: HashSet<&str> = weights.iter().map(|(k, _)| *k).collect();
+    let mut m = Misfit::default();
+    let mut our_names: Vec<&&Param> = ours.values().collect();
+    our_names.sort_by_key(|p| order_key(&p.name));
+    m.missing = our_names.iter().filter(|p| !theirs.contains(p.name.as_str())).map(|p| p.name.clone()).collect();
+    for (k, v) in weights {
+        match ours.get(k) {
+            None => m.unexpected.push(k.to_string()),
+            Some(p) if p.shape != v.shape => m.misshaped.push(format!("{k} (checkpoint {}, arch {})", shape_str(&v.shape), shape_str(&p.shape))),
+            Some(_) => {}
+        }
+    }
+    m
+}
+
+/// Sorts `3.weight` before `10.weight`, as the network orders them.
+fn order_key(name: &str) -> (usize, String) {
+    let (node, local) = split_key(name);
+    (node.parse().unwrap_or(usize::MAX), format!("{node}.{local}"))
+}
+
+/// The checkpoint's layers (keys grouped by prefix, in first-seen order) against ours.
+fn fit_by_order(weights: &[(&str, &TensorValue)], layers: &[Vec<Param>]) -> (HashMap<String, Vec<f32>>, Misfit) {
+    let mut groups: Vec<(&str, Vec<(&str, &TensorValue)>)> = Vec::new();
+    for &(k, v) in weights {
+        let (prefix, local) = split_key(k);
+        match groups.iter_mut().find(|(p, _)| *p == prefix) {
+            Some((_, g)) => g.push((local, v)),
+            None => groups.push((prefix, vec![(local, v)])),
+        }
+    }
+    let mut values = HashMap::new();
+    let mut m = Misfit::default();
+    for i in 0..groups.len().max(layers.len()) {
+        match (groups.get(i), layers.get(i)) {
+            (Some((prefix, theirs)), Some(ours)) => {
+                let full = |local: &str| if prefix.is_empty() { local.to_string() } else { format!("{prefix}.{local}") };
+                for p in ours {
+                    match theirs.iter().find(|(l, _)| *l == p.local) {
+                        None => m.missing.push(p.name.clone()),
+                        Some((l, v)) if v.shape != p.shape => {
+                            m.misshaped.push(format!("{} as {} (checkpoint {}, arch {})", full(l), p.name, shape_str(&v.shape), shape_str(&p.shape)))
+                        }
+                        Some((_, v)) => {
+                            values.insert(p.name.clone(), v.data.clone());
+                        }
+                    }
+                }
+                m.unexpected.extend(theirs.iter().filter(|(l, _)| !ours.iter().any(|p| p.local == *l)).map(|(l, _)| full(l)));
+            }
+            (Some((prefix, theirs)), None) => {
+                m.unexpected.extend(theirs.iter().map(|(l, _)| if prefix.is_empty() { l.to_string() } else { format!("{prefix}.{l}") }))
+            }
+            (None, Some(ours)) => m.missing.extend(ours.iter().map(|p| p.name.clone())),
+            (None, None) => {}
+        }
+    }
+    (values, m)
+}
+
+/// `spec` with a Normalize node first, named as `ironbound train` names its own.
+fn with_normalization(spec: &NetSpec, n: Normalization) -> NetSpec {
+    let mut nodes = vec![NodeSpec { name: "normalize".into(), op: OpSpec::Normalize { mean: n.mean, std: n.std }, inputs: vec![0] }];
+    nodes.extend(spec.nodes.iter().map(|s| NodeSpec { inputs: s.inputs.iter().map(|v| v + 1).collect(), ..s.clone() }));
+    NetSpec { input_shape: spec.input_shape, nodes }
+}
+
+/// Checks a normalisation against the input's channels; one value serves every channel.
+fn per_channel(n: &Normalization, channels: usize, origin: &str) -> std::result::Result<Normalization, String> {
+    let widen = |v: &[f32]| if v.len() == 1 { vec![v[0]; channels] } else { v.to_vec() };
+    let (mean, std) = (widen(&n.mean), widen(&n.std));
+    if mean.len() != channels || std.len() != channels {
+        return Err(format!("{origin} has {} mean and {} std values but the input has {channels} channel(s)", n.mean.len(), n.std.len()));
+    }
+    if mean.iter().any(|m| !m.is_finite()) || std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(format!("{origin} needs finite means and std values > 0"));
+    }
+    Ok(Normalization { mean, std })
+}
+
+fn build(fitted: Fitted, spec: &NetSpec, normalize: Option<&Normalization>, path: &Path, device: &Device) -> Result<Network> {
+    let channels = spec.input_shape[0];
+    let chosen = match (normalize, &fitted.stored) {
+        (Some(given), Some(stored)) => {
+            tracing::warn!("{}: the given normalisation replaces the one stored in the checkpoint (mean {:?}, std {:?})", path.display(), stored.mean, stored.std);
+            Some(per_channel(given, channels, "the given normalisation").map_err(Error::input)?)
+        }
+        (Some(given), None) => Some(per_channel(given, channels, "the given normalisation").map_err(Error::input)?),
+        (None, Some(stored)) => Some(per_channel(stored, channels, "the stored normalisation").map_err(|e| Error::file(path, e))?),
+        (None, None) => None,
+    };
+    let spec = match chosen {
+        Some(n) => with_normalization(spec, n),
+        None => spec.clone(),
+    };
+    let mut values = fitted.values;
+    spec.build(device, &mut |name, _| values.remove(name).ok_or_else(|| Error::internal(format!("parameter {name} was not assigned"))))
+}

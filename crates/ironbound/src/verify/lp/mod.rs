@@ -1,0 +1,183 @@
+//! LP and MILP certification on HiGHS: the Triangle and Parallelogram relaxations solved as
+//! linear programs (paradox App. K.1), and Tjeng et al.'s exact MILP.
+//!
+//! The bound engines start the work: their intermediate bounds (CROWN's for Triangle and the
+//! MILP, IBP's for Parallelogram, both implied by the LP they seed) bound every column, and the
+//! LP then tightens the unstable neurons layer by layer. Samples are independent programs and
+//! run in parallel.
+
+pub mod encode;
+pub mod milp;
+pub mod solver;
+pub mod stages;
+
+pub use encode::{Encoding, ReluEncoding, StageBounds};
+pub use milp::{decide, Verdict};
+pub use stages::Stages;
+
+use crate::bounds::{intermediate, Interval, Method, Spec};
+use crate::error::Result;
+use crate::net::Network;
+use crate::tensor::{from_vec, to_vec, Tensor};
+use rayon::prelude::*;
+use std::time::Instant;
+
+/// The LP relaxations of CONTRACT.md's table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LpRelaxation {
+    Triangle,
+    Parallelogram,
+}
+
+impl LpRelaxation {
+    pub fn name(self) -> &'static str {
+        match self {
+            LpRelaxation::Triangle => "lp-triangle",
+            LpRelaxation::Parallelogram => "lp-parallelogram",
+        }
+    }
+
+    fn encoding(self) -> ReluEncoding {
+        match self {
+            LpRelaxation::Triangle => ReluEncoding::Triangle,
+            LpRelaxation::Parallelogram => ReluEncoding::Parallelogram,
+        }
+    }
+
+    /// The engine whose bounds seed the tightening. They must be implied by the LP itself, so
+    /// that seeding changes the cost and not the result: CROWN's lines are looser than the
+    /// triangle, IBP's box is looser than the parallelogram.
+    pub fn seed(self) -> Method {
+        match self {
+            LpRelaxation::Triangle => Method::Crown,
+            LpRelaxation::Parallelogram => Method::Ibp,
+        }
+    }
+}
+
+/// One sample's input box, flat, in f64.
+#[derive(Clone, Debug)]
+pub struct InputBox {
+    pub lo: Vec<f64>,
+    pub hi: Vec<f64>,
+}
+
+/// The per-sample boxes of a batch region.
+pub fn boxes(region: &Interval) -> Vec<InputBox> {
+    let n = region.lo.dims()[0];
+    let (lo, hi) = (to_vec(region.lo.clone()), to_vec(region.hi.clone()));
+    let per = lo.len() / n.max(1);
+    (0..n)
+        .map(|i| InputBox {
+            lo: lo[i * per..(i + 1) * per].iter().map(|&v| f64::from(v)).collect(),
+            hi: hi[i * per..(i + 1) * per].iter().map(|&v| f64::from(v)).collect(),
+        })
+        .collect()
+}
+
+/// The engine's bounds on every hidden stage, per sample, widened by a rounding allowance:
+/// the engines compute in float32 and an LP column bound must not cut off a real value.
+pub fn engine_bounds(net: &Network, stages: &Stages, region: &Interval, method: Method) -> Result<Vec<Vec<StageBounds>>> {
+    let inter = intermediate(net, region, &method.relaxation())?;
+    let n = region.lo.dims()[0];
+    let mut out = vec![Vec::with_capacity(stages.hidden()); n];
+    for &v in &stages.relu_inputs {
+        let b = inter.bounds[v].clone().unwrap_or_else(|| crate::bounds::interval::propagate(net, region)[v].clone());
+        let (lo, hi) = (to_vec(b.lo), to_vec(b.hi));
+        let per = lo.len() / n.max(1);
+        for (i, sample) in out.iter_mut().enumerate() {
+            let range = i * per..(i + 1) * per;
+            let widen = |l: f32, h: f32| {
+                let slack = 1e-6 * (1.0 + f64::from(l).abs() + f64::from(h).abs());
+                (f64::from(l) - slack, f64::from(h) + slack)
+            };
+            let (l, h): (Vec<f64>, Vec<f64>) = lo[range.clone()].iter().zip(&hi[range]).map(|(&l, &h)| widen(l, h)).unzip();
+            sample.push(StageBounds { lo: l, hi: h });
+        }
+    }
+    Ok(out)
+}
+
+/// Encodes every hidden stage of one sample, tightening each stage after the first (whose
+/// interval bounds are already exact) by LP before its ReLU is added.
+pub fn encode_tightened<'a>(
+    stages: &'a Stages,
+    input: &InputBox,
+    seed: &[StageBounds],
+    relu: &dyn Fn(usize, usize) -> ReluEncoding,
+    deadline: Option<Instant>,
+) -> Result<Encoding<'a>> {
+    let mut enc = Encoding::new(stages, &input.lo, &input.hi)?;
+    for (k, bounds) in seed.iter().enumerate() {
+        enc.add_stage(bounds.clone())?;
+        if k > 0 {
+            enc.tighten_last(deadline)?;
+        }
+        enc.add_relu(&|j| relu(k, j))?;
+    }
+    Ok(enc)
+}
+
+/// Encodes the hidden stages with bounds fixed in advance (no tightening).
+pub fn encode_fixed<'a>(stages: &'a Stages, input: &InputBox, bounds: &[StageBounds], relu: &dyn Fn(usize, usize) -> ReluEncoding) -> Result<Encoding<'a>> {
+    let mut enc = Encoding::new(stages, &input.lo, &input.hi)?;
+    for (k, b) in bounds.iter().enumerate() {
+        enc.add_stage(b.clone())?;
+        enc.add_relu(&|j| relu(k, j))?;
+    }
+    Ok(enc)
+}
+
+/// The rows of a spec `[B, R, K]` for each of `n` samples.
+pub fn spec_rows(spec: &Spec, n: usize) -> Vec<Vec<Vec<f64>>> {
+    let [b, r, k] = spec.c.dims();
+    let c = to_vec(spec.c.clone());
+    (0..n)
+        .map(|i| {
+            let s = if b == 1 { 0 } else { i };
+            (0..r).map(|row| c[(s * r + row) * k..(s * r + row + 1) * k].iter().map(|&v| f64::from(v)).collect()).collect()
+        })
+        .collect()
+}
+
+/// Lower bounds `[N, R]` of `spec . f(x)` over the region by the LP relaxation. Triangle's are
+/// additionally never below CROWN's and DeepZ's (the LP dominates both in exact arithmetic;
+/// taking the larger valid bound keeps that true in floating point too).
+pub fn lower_bound(net: &Network, stages: &Stages, region: &Interval, spec: &Spec, relaxation: LpRelaxation) -> Result<Tensor<2>> {
+    let n = region.lo.dims()[0];
+    let seeds = engine_bounds(net, stages, region, relaxation.seed())?;
+    let rows = spec_rows(spec, n);
+    let inputs = boxes(region);
+    let per_sample: Vec<Vec<f64>> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let mut enc = encode_tightened(stages, &inputs[i], &seeds[i], &|_, _| relaxation.encoding(), None)?;
+            rows[i]
+                .iter()
+                .map(|c| {
+                    let (terms, constant) = enc.output_objective(c);
+                    enc.program.minimize(&terms, constant, None)
+                })
+                .collect::<Result<Vec<f64>>>()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let r = spec.rows();
+    let mut flat: Vec<f32> = per_sample.into_iter().flatten().map(round_down).collect();
+    if relaxation == LpRelaxation::Triangle {
+        for method in [Method::Crown, Method::Deepz] {
+            let other = to_vec(crate::bounds::lower_bound(net, region, spec, &method.relaxation())?);
+            flat.iter_mut().zip(other).for_each(|(a, b)| *a = a.max(b));
+        }
+    }
+    Ok(from_vec(flat, [n, r], &region.lo.device()))
+}
+
+/// The largest float32 not above `v` (an f64 lower bound stays a lower bound in float32).
+pub fn round_down(v: f64) -> f32 {
+    let f = v as f32;
+    if f64::from(f) > v {
+        f.next_down()
+    } else {
+        f
+    }
+}

@@ -1,0 +1,281 @@
+//! A linear (or mixed-integer) program on HiGHS, mirrored in our own sparse rows so that every
+//! LP bound we report is recomputed from a dual solution rather than trusted from the solver.
+//!
+//! Why: HiGHS works with feasibility tolerances (1e-7), so its optimal objective can sit a
+//! little on the wrong side of the true minimum. For any row multipliers y, weak duality gives
+//! `c.x >= sum_i min(y_i lo_i, y_i hi_i) + sum_j min(r_j l_j, r_j u_j)` with `r = c - A^T y`,
+//! whatever y is (Neumaier & Shcherbina 2004). We evaluate that with HiGHS's duals in f64 and
+//! subtract a rounding allowance, so an LP bound is valid even when the solver is sloppy or
+//! stopped early. MILP answers have no such certificate; their counterexamples are checked by a
+//! forward pass instead (see `milp.rs`).
+
+use crate::error::{Error, Result};
+use highs::{Col, ColProblem, HighsModelStatus, Model, Sense};
+use std::time::Duration;
+
+/// One column's bounds and its HiGHS handle.
+#[derive(Clone, Copy, Debug)]
+struct Column {
+    lo: f64,
+    hi: f64,
+    handle: Col,
+}
+
+#[derive(Clone, Debug)]
+struct RowData {
+    terms: Vec<(usize, f64)>,
+    lo: f64,
+    hi: f64,
+}
+
+/// How one MILP ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MilpOutcome {
+    /// No feasible point with objective below the cutoff: the minimum is >= cutoff.
+    AboveCutoff,
+    /// A point with objective below the cutoff (the column values).
+    Below { objective: f64, point: Vec<f64> },
+    /// Solved to optimality (no cutoff); `lower` is the proven bound (objective - gap).
+    Optimal { objective: f64, lower: f64, point: Vec<f64> },
+    /// The time limit ended the search; the best proven lower bound so far.
+    TimedOut { lower: f64 },
+    /// The solver reported something else (numerical trouble); nothing is claimed.
+    Failed(String),
+}
+
+/// An LP solve: the certified lower bound, and HiGHS's point and objective (not certified).
+#[derive(Clone, Debug)]
+pub struct LpSolution {
+    pub lower: f64,
+    /// HiGHS found an optimal point (false: infeasible, or stopped early).
+    pub optimal: bool,
+    pub objective: f64,
+    pub point: Vec<f64>,
+}
+
+pub struct Program {
+    model: Option<Model>,
+    cols: Vec<Column>,
+    rows: Vec<RowData>,
+    /// The costs HiGHS holds now.
+    cost: Vec<f64>,
+    has_integers: bool,
+}
+
+fn highs_error(e: impl std::fmt::Debug) -> Error {
+    Error::internal(format!("HiGHS: {e:?}"))
+}
+
+impl Program {
+    pub fn new() -> Result<Program> {
+        let mut model = ColProblem::default().optimise(Sense::Minimise);
+        model.make_quiet();
+        // One thread per program: callers run programs of different samples in parallel.
+        model.try_set_option("threads", 1i32).map_err(highs_error)?;
+        model.try_set_option("mip_rel_gap", 0.0).map_err(highs_error)?;
+        Ok(Program { model: Some(model), cols: Vec::new(), rows: Vec::new(), cost: Vec::new(), has_integers: false })
+    }
+
+    fn model(&mut self) -> &mut Model {
+        self.model.as_mut().unwrap_or_else(|| unreachable!("the model is put back after every solve"))
+    }
+
+    pub fn num_cols(&self) -> usize {
+        self.cols.len()
+    }
+
+    /// A continuous column with finite bounds (the dual bound needs them finite).
+    pub fn add_col(&mut self, lo: f64, hi: f64) -> Result<usize> {
+        self.add(lo, hi, false)
+    }
+
+    pub fn add_binary(&mut self) -> Result<usize> {
+        self.has_integers = true;
+        self.add(0.0, 1.0, true)
+    }
+
+    fn add(&mut self, lo: f64, hi: f64, integer: bool) -> Result<usize> {
+        if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+            return Err(Error::internal(format!("LP column with bounds [{lo}, {hi}]")));
+        }
+        let handle = self.model().try_add_column_with_integrality(0.0, lo..=hi, std::iter::empty(), integer).map_err(highs_error)?;
+        self.cols.push(Column { lo, hi, handle });
+        Ok(self.cols.len() - 1)
+    }
+
+    /// `lo <= sum terms <= hi` (either side may be infinite).
+    pub fn add_row(&mut self, terms: Vec<(usize, f64)>, lo: f64, hi: f64) -> Result<()> {
+        let factors: Vec<(Col, f64)> = terms.iter().map(|&(j, v)| (self.cols[j].handle, v)).collect();
+        self.model().try_add_row(lo..=hi, factors).map_err(highs_error)?;
+        self.rows.push(RowData { terms, lo, hi });
+        Ok(())
+    }
+
+    pub fn set_col_bounds(&mut self, j: usize, lo: f64, hi: f64) -> Result<()> {
+        let (lo, hi) = (lo.max(self.cols[j].lo), hi.min(self.cols[j].hi));
+        let hi = hi.max(lo);
+        let handle = self.cols[j].handle;
+        self.model().change_column_bounds(handle, lo..=hi);
+        self.cols[j] = Column { lo, hi, handle };
+        Ok(())
+    }
+
+    pub fn col_bounds(&self, j: usize) -> (f64, f64) {
+        (self.cols[j].lo, self.cols[j].hi)
+    }
+
+    /// Sets the costs, touching only the columns whose cost changes (programs are re-solved
+    /// hundreds of times with objectives of a few hundred non-zeros).
+    fn set_objective(&mut self, objective: &[(usize, f64)]) -> Vec<f64> {
+        let mut c = vec![0.0; self.cols.len()];
+        for &(j, v) in objective {
+            c[j] += v;
+        }
+        self.cost.resize(self.cols.len(), 0.0);
+        let model = self.model.as_mut().unwrap_or_else(|| unreachable!());
+        for (j, col) in self.cols.iter().enumerate() {
+            if self.cost[j] != c[j] {
+                model.change_column_cost(col.handle, c[j]);
+                self.cost[j] = c[j];
+            }
+        }
+        c
+    }
+
+    /// A guaranteed lower bound of `objective . x + constant` over the LP (integrality
+    /// ignored), from the duals of HiGHS's solution. With `stop_above`, the dual simplex may
+    /// stop as soon as it has proved the minimum exceeds that value.
+    pub fn minimize(&mut self, objective: &[(usize, f64)], constant: f64, stop_above: Option<f64>) -> Result<f64> {
+        Ok(self.solve_lp(objective, constant, stop_above)?.lower)
+    }
+
+    /// `minimize`, also returning HiGHS's primal point and objective.
+    pub fn solve_lp(&mut self, objective: &[(usize, f64)], constant: f64, stop_above: Option<f64>) -> Result<LpSolution> {
+        let c = self.set_objective(objective);
+        let mut model = self.model.take().unwrap_or_else(|| unreachable!());
+        let bound = stop_above.map(|s| s - constant).unwrap_or(f64::INFINITY);
+        model.try_set_option("objective_bound", bound).map_err(highs_error)?;
+        model.try_set_option("time_limit", f64::INFINITY).map_err(highs_error)?;
+        let solved = model.try_solve().map_err(highs_error)?;
+        let solution = solved.get_solution();
+        let optimal = solved.status() == HighsModelStatus::Optimal;
+        let objective = solved.objective_value() + constant;
+        let point = solution.columns().to_vec();
+        let duals = solution.dual_rows().to_vec();
+        self.model = Some(Model::from(solved));
+        Ok(LpSolution { lower: self.dual_bound(&c, &duals) + constant, optimal, objective, point })
+    }
+
+    /// Weak-duality bound for multipliers `y`, with a rounding allowance.
+    fn dual_bound(&self, c: &[f64], y: &[f64]) -> f64 {
+        let mut r = c.to_vec();
+        let mut total = 0.0f64;
+        let mut magnitude = 0.0f64;
+        let mut terms = 0usize;
+        for (row, &yi) in self.rows.iter().zip(y) {
+            // A multiplier may only use a finite side of its row: drop it otherwise.
+            let side = if yi > 0.0 { row.lo } else { row.hi };
+            if yi == 0.0 || !side.is_finite() || !yi.is_finite() {
+                continue;
+            }
+            total += yi * side;
+            magnitude += (yi * side).abs();
+            for &(j, a) in &row.terms {
+                r[j] -= yi * a;
+                magnitude += (yi * a).abs() * self.cols[j].lo.abs().max(self.cols[j].hi.abs());
+            }
+            terms += row.terms.len() + 1;
+        }
+        for (rj, col) in r.iter().zip(&self.cols) {
+            let v = if *rj > 0.0 { rj * col.lo } else { rj * col.hi };
+            total += v;
+            magnitude += v.abs();
+        }
+        terms += self.cols.len();
+        // Each product and sum above rounds with relative error <= eps; their accumulated error
+        // is below (terms + 2) eps times the sum of magnitudes.
+        total - magnitude * (terms as f64 + 2.0) * f64::EPSILON
+    }
+
+    /// Minimises `objective . x + constant` with integrality. With `cutoff`, points whose
+    /// objective is not below it are pruned and the search stops at the first point below it.
+    pub fn solve_milp(&mut self, objective: &[(usize, f64)], constant: f64, cutoff: Option<f64>, time_limit: Duration) -> Result<MilpOutcome> {
+        if !self.has_integers {
+            // A pure LP: its dual certificate decides.
+            let s = self.solve_lp(objective, constant, None)?;
+            return Ok(match cutoff {
+                Some(cut) if s.lower >= cut => MilpOutcome::AboveCutoff,
+                Some(cut) if s.objective < cut => MilpOutcome::Below { objective: s.objective, point: s.point },
+                Some(_) => MilpOutcome::Failed("LP optimum at the cutoff".into()),
+                None => MilpOutcome::Optimal { objective: s.objective, lower: s.lower, point: s.point },
+            });
+        }
+        self.set_objective(objective);
+        let mut model = self.model.take().unwrap_or_else(|| unreachable!());
+        model.try_set_option("time_limit", time_limit.as_secs_f64().max(1e-3)).map_err(highs_error)?;
+        // Options persist between solves: set both limits every time.
+        let (bound, target) = cutoff.map(|c| (c - constant, c - constant)).unwrap_or((f64::INFINITY, f64::NEG_INFINITY));
+        model.try_set_option("objective_bound", bound).map_err(highs_error)?;
+        model.try_set_option("objective_target", target).map_err(highs_error)?;
+        let solved = model.try_solve().map_err(highs_error)?;
+        let status = solved.status();
+        let point = || solved.get_solution().columns().to_vec();
+        let objective = solved.objective_value() + constant;
+        let dual = solved.double_info_value(c"mip_dual_bound").unwrap_or(f64::NEG_INFINITY) + constant;
+        let outcome = match status {
+            HighsModelStatus::Infeasible if cutoff.is_some() => MilpOutcome::AboveCutoff,
+            HighsModelStatus::ObjectiveBound => MilpOutcome::AboveCutoff,
+            HighsModelStatus::ObjectiveTarget => MilpOutcome::Below { objective, point: point() },
+            HighsModelStatus::Optimal => match cutoff {
+                Some(cut) if objective < cut => MilpOutcome::Below { objective, point: point() },
+                Some(_) => MilpOutcome::AboveCutoff,
+                None => MilpOutcome::Optimal { objective, lower: dual.min(objective), point: point() },
+            },
+            HighsModelStatus::ReachedTimeLimit => MilpOutcome::TimedOut { lower: dual },
+            other => MilpOutcome::Failed(format!("{other:?}")),
+        };
+        self.model = Some(Model::from(solved));
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// min x + y s.t. x + 2y >= 2, 3x + y >= 3, 0 <= x, y <= 10: optimum 1.6 at (0.8, 0.6).
+    #[test]
+    fn dual_bound_matches_the_optimum_and_is_below_it() {
+        let mut p = Program::new().unwrap();
+        let x = p.add_col(0.0, 10.0).unwrap();
+        let y = p.add_col(0.0, 10.0).unwrap();
+        p.add_row(vec![(x, 1.0), (y, 2.0)], 2.0, f64::INFINITY).unwrap();
+        p.add_row(vec![(x, 3.0), (y, 1.0)], 3.0, f64::INFINITY).unwrap();
+        let lb = p.minimize(&[(x, 1.0), (y, 1.0)], 0.5, None).unwrap();
+        assert!(lb <= 2.1 && lb > 2.1 - 1e-9, "{lb}");
+        // Maximise by minimising the negation: max x + y = 20 at the box corner.
+        let ub = -p.minimize(&[(x, -1.0), (y, -1.0)], 0.0, None).unwrap();
+        assert!(ub >= 20.0 && ub < 20.0 + 1e-9, "{ub}");
+    }
+
+    /// An integer program whose LP relaxation is looser: min -x - y with 2x + 2y <= 3, binary.
+    #[test]
+    fn milp_optimum_cutoff_and_target() {
+        let mut p = Program::new().unwrap();
+        let x = p.add_binary().unwrap();
+        let y = p.add_binary().unwrap();
+        p.add_row(vec![(x, 2.0), (y, 2.0)], f64::NEG_INFINITY, 3.0).unwrap();
+        let lp = p.minimize(&[(x, -1.0), (y, -1.0)], 0.0, None).unwrap();
+        assert!((lp + 1.5).abs() < 1e-6, "LP relaxation {lp}");
+        let t = Duration::from_secs(10);
+        match p.solve_milp(&[(x, -1.0), (y, -1.0)], 0.0, None, t).unwrap() {
+            MilpOutcome::Optimal { objective, .. } => assert!((objective + 1.0).abs() < 1e-9),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p.solve_milp(&[(x, -1.0), (y, -1.0)], 0.0, Some(-1.5), t).unwrap(), MilpOutcome::AboveCutoff);
+        match p.solve_milp(&[(x, -1.0), (y, -1.0)], 0.0, Some(-0.5), t).unwrap() {
+            MilpOutcome::Below { objective, .. } => assert!(objective < -0.5),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Deciding a VNN-LIB property (`ironbound verify`).
+//!
+//! The property describes a counterexample: for some case, an input in its box whose outputs
+//! satisfy every constraint of one of its disjuncts. The pipeline, cheapest first:
+//!
+//! 1. falsify: sign-gradient descent on each disjunct's worst violation from many starts;
+//! 2. bound: IBP, CROWN and alpha-CROWN on the whole box; a disjunct with a row whose lower
+//!    bound exceeds its right-hand side is impossible;
+//! 3. search completely: branch and bound over the input box for low-dimensional inputs, the
+//!    MILP (with Triangle-LP-tightened bounds) otherwise, until the deadline.
+//!
+//! `Sat` is only returned for a point that lies in the box and satisfies the disjunct under
+//! the network's forward pass; `Unsat` only when every disjunct of every case was proved
+//! impossible.
+
+use super::bab::{self, BabResult};
+use super::falsify::{self, Conjunction, FalsifyConfig};
+use super::lp::{self, milp, solver::MilpOutcome, InputBox, ReluEncoding};
+use crate::bounds::{lower_bound, Interval, Method};
+use crate::error::{Error, Result};
+use crate::io::vnnlib::{Case, Property};
+use crate::net::Network;
+use crate::tensor::{from_vec, to_vec};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// Inputs up to this many dimensions are split directly; larger ones go to the MILP.
+pub const INPUT_SPLIT_MAX_DIMS: usize = 16;
+
+#[derive(Clone, Debug)]
+pub struct VerifyConfig {
+    pub timeout: Duration,
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Answer {
+    Unsat,
+    Sat,
+    Unknown,
+    Timeout,
+}
+
+impl Answer {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Answer::Unsat => "unsat",
+            Answer::Sat => "sat",
+            Answer::Unknown => "unknown",
+            Answer::Timeout => "timeout",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Counterexample {
+    pub x: Vec<f64>,
+    pub y: Vec<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    pub result: Answer,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counterexample: Option<Counterexample>,
+    /// Which stage decided: falsify, bounds, bab, milp (or none).
+    pub stage: String,
+}
+
+/// Checks that the property's variables fit the model.
+pub fn check_fits(net: &Network, prop: &Property) -> Result<()> {
+    let inputs = crate::net::numel(&net.input_shape());
+    if prop.num_inputs != inputs {
+        return Err(Error::input(format!("the property declares {} inputs X_i but the model has {inputs}", prop.num_inputs)));
+    }
+    if prop.num_outputs != net.num_outputs() {
+        return Err(Error::input(format!("the property declares {} outputs Y_j but the model has {}", prop.num_outputs, net.num_outputs())));
+    }
+    Ok(())
+}
+
+fn conjunction(constraints: &[crate::io::vnnlib::Constraint]) -> Conjunction {
+    Conjunction { rows: constraints.iter().map(|c| c.coef.clone()).collect(), rhs: constraints.iter().map(|c| c.rhs).collect() }
+}
+
+/// The network's outputs at `x` if `x` is a counterexample of the property, checked in f64
+/// against the property's own box and constraints.
+fn confirm(net: &Network, prop: &Property, x: &[f32]) -> Option<Counterexample> {
+    let [c, h, w] = net.input_shape();
+    let device = net.device().unwrap_or_else(crate::tensor::default_device);
+    let y: Vec<f64> = to_vec(net.forward(from_vec(x.to_vec(), [1, c, h, w], &device))).into_iter().map(f64::from).collect();
+    let x: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    prop.is_counterexample(&x, &y, 0.0).then_some(Counterexample { x, y })
+}
+
+/// The case's box in float32, rounded inwards so that every float32 point of it is in the
+/// real box.
+fn f32_box(case: &Case) -> (Vec<f32>, Vec<f32>) {
+    let inward = |v: f64, up: bool| {
+        let f = v as f32;
+        match (up, f64::from(f) < v, f64::from(f) > v) {
+            (true, true, _) => f.next_up(),
+            (false, _, true) => f.next_down(),
+            _ => f,
+        }
+    };
+    (case.lower.iter().map(|&v| inward(v, true)).collect(), case.upper.iter().map(|&v| inward(v, false)).collect())
+}
+
+/// Decides the property within `cfg.timeout`.
+pub fn verify(net: &Network, prop: &Property, cfg: &VerifyConfig) -> Result<Verdict> {
+    check_fits(net, prop)?;
+    let start = Instant::now();
+    let deadline = start + cfg.timeout;
+    let done = |result: Answer, stage: &str, cex: Option<Counterexample>| Verdict { result, seconds: start.elapsed().as_secs_f64(), counterexample: cex, stage: stage.into() };
+    let device = net.device().unwrap_or_else(crate::tensor::default_device);
+    let [c, h, w] = net.input_shape();
+    // Every (case, disjunct) still open, with its float32 box.
+    let mut open = Vec::new();
+    for case in &prop.cases {
+        let (lo, hi) = f32_box(case);
+        if lo.iter().zip(&hi).any(|(l, u)| l > u) {
+            // The box holds no float32 point other than ones outside it: treat as unbounded
+            // rounding and refuse rather than guess.
+            return Err(Error::input("an input box is narrower than float32 resolution"));
+        }
+        for d in &case.disjuncts {
+            open.push((lo.clone(), hi.clone(), conjunction(d)));
+        }
+    }
+    // 1. Falsify.
+    let fcfg = FalsifyConfig { seed: cfg.seed, ..FalsifyConfig::default() };
+    for (lo, hi, conj) in &open {
+        for x in falsify::search(net, lo, hi, conj, &fcfg).into_iter().take(8) {
+            if let Some(cex) = confirm(net, prop, &x) {
+                return Ok(done(Answer::Sat, "falsify", Some(cex)));
+            }
+        }
+        if Instant::now() >= deadline {
+            return Ok(done(Answer::Timeout, "falsify", None));
+        }
+    }
+    // 2. Bound each disjunct on its whole box.
+    let mut hard = Vec::new();
+    for (lo, hi, conj) in open {
+        let region = Interval::new(from_vec(lo.clone(), [1, c, h, w], &device), from_vec(hi.clone(), [1, c, h, w], &device));
+        let spec = conj.spec(&device);
+        let mut proved = false;
+        for method in [Method::Ibp, Method::Crown, Method::AlphaCrown] {
+            let lb = to_vec(lower_bound(net, &region, &spec, &method.relaxation())?);
+            if lb.iter().zip(&conj.rhs).any(|(&l, &d)| bab::proves(l, d)) {
+                proved = true;
+                break;
+            }
+        }
+        if !proved {
+            hard.push((lo, hi, conj));
+        }
+    }
+    if hard.is_empty() {
+        return Ok(done(Answer::Unsat, "bounds", None));
+    }
+    // 3. Complete search, disjunct by disjunct.
+    let small = crate::net::numel(&net.input_shape()) <= INPUT_SPLIT_MAX_DIMS;
+    let stages = if small { None } else { Some(lp::stages::extract(net)?) };
+    let mut unknown = false;
+    for (lo, hi, conj) in &hard {
+        let outcome = match &stages {
+            None => bab::search(net, lo, hi, conj, deadline)?,
+            Some(st) => milp_search(net, st, lo, hi, conj, deadline)?,
+        };
+        let stage = if small { "bab" } else { "milp" };
+        match outcome {
+            BabResult::Proved => {}
+            BabResult::Candidate(x) => match confirm(net, prop, &x) {
+                Some(cex) => return Ok(done(Answer::Sat, stage, Some(cex))),
+                None => unknown = true,
+            },
+            BabResult::Timeout => return Ok(done(Answer::Timeout, stage, None)),
+            BabResult::Exhausted => unknown = true,
+        }
+    }
+    let stage = if small { "bab" } else { "milp" };
+    Ok(if unknown { done(Answer::Unknown, stage, None) } else { done(Answer::Unsat, stage, None) })
+}
+
+/// The conjunction as one MILP: minimise t subject to `c_i . y - d_i <= t` for every row;
+/// it can hold iff the minimum is <= 0.
+fn milp_search(net: &Network, st: &lp::Stages, lo: &[f32], hi: &[f32], conj: &Conjunction, deadline: Instant) -> Result<BabResult> {
+    let [c, h, w] = net.input_shape();
+    let device = net.device().unwrap_or_else(crate::tensor::default_device);
+    let region = Interval::new(from_vec(lo.to_vec(), [1, c, h, w], &device), from_vec(hi.to_vec(), [1, c, h, w], &device));
+    let seed = lp::engine_bounds(net, st, &region, Method::Crown)?;
+    let input = InputBox { lo: lo.iter().map(|&v| f64::from(v)).collect(), hi: hi.iter().map(|&v| f64::from(v)).collect() };
+    let mut tight = lp::encode_tightened(st, &input, &seed[0], &|_, _| ReluEncoding::Triangle, Some(deadline))?;
+    // Row bounds by LP: one provably violated row settles it; they also bound t.
+    let mut t_lo = f64::NEG_INFINITY;
+    for (row, &d) in conj.rows.iter().zip(&conj.rhs) {
+        let (terms, constant) = tight.output_objective(row);
+        let lb = tight.program.minimize(&terms, constant, None)?;
+        if lb - d > 0.0 {
+            return Ok(BabResult::Proved);
+        }
+        t_lo = t_lo.max(lb - d);
+    }
+    if Instant::now() >= deadline {
+        return Ok(BabResult::Timeout);
+    }
+    let bounds = tight.bounds.clone();
+    drop(tight);
+    let mut enc = lp::encode_fixed(st, &input, &bounds, &|_, _| ReluEncoding::Exact)?;
+    let t = enc.program.add_col(t_lo.max(-1e9), 1e9)?;
+    for (row, &d) in conj.rows.iter().zip(&conj.rhs) {
+        let (mut terms, constant) = enc.output_objective(row);
+        terms.push((t, -1.0));
+        enc.program.add_row(terms, f64::NEG_INFINITY, d - constant)?;
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    // The cutoff sits above 0 so that a point with t = 0 exactly (on the property's boundary,
+    // a counterexample) is never pruned.
+    Ok(match enc.program.solve_milp(&[(t, 1.0)], 0.0, Some(milp::MARGIN_CUTOFF), left)? {
+        MilpOutcome::AboveCutoff => BabResult::Proved,
+        MilpOutcome::Below { point, .. } | MilpOutcome::Optimal { point, .. } => {
+            let x = enc.input_point(&point);
+            BabResult::Candidate(x.iter().zip(lo.iter().zip(hi)).map(|(&v, (&l, &u))| (v as f32).clamp(l, u)).collect())
+        }
+        MilpOutcome::TimedOut { .. } => BabResult::Timeout,
+        MilpOutcome::Failed(_) => BabResult::Exhausted,
+    })
+}
