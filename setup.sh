@@ -8,7 +8,8 @@ cd "$(dirname "$0")"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-PACKAGES="dataset-fashion-mnist build-essential pkg-config curl ca-certificates"
+# cmake, a C++ compiler and libclang build HiGHS (the LP/MILP solver) from source.
+PACKAGES="dataset-fashion-mnist build-essential pkg-config curl ca-certificates cmake libclang-dev"
 missing=""
 for p in $PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -113,7 +113,7 @@ proptest! {
 
     #[test]
     fn random_pickles(main in opcode_stream()) {
-        // As a legacy file's main pickle (no storages) and as a zip's data.pkl position.
+        // As the main pickle of a legacy file with no storages.
         let mut data = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.\x80\x02M\xe9\x03.\x80\x02}.".to_vec();
         data.extend(&main);
         data.extend(b"\x80\x02].");

@@ -955,14 +955,14 @@ fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
 }
 
 const TERM_LEAVES: &[&str] = &[
-    "Y_0", "Y_1", "Y_0", "Y_1", "Y_0", "Y_1", "Y_2", "X_0", "0", "1", "-1", "0.5", "2", "-0.25", "1e-3", "1e300", "true",
+    "Y_0", "Y_1", "Y_0", "Y_1", "Y_0", "Y_1", "Y_2", "X_0", "0", "1", "-1", "0.5", "2", "-0.25", "1e-3", "1e300",
 ];
 
 /// A random arithmetic term, mostly linear.
 fn random_term() -> impl Strategy<Value = String> {
     let leaf = (0..TERM_LEAVES.len()).prop_map(|i| TERM_LEAVES[i].to_string());
     leaf.prop_recursive(3, 16, 3, |inner| {
-        let args = prop::collection::vec(inner.clone(), 0..4);
+        let args = prop::collection::vec(inner.clone(), 1..4);
         prop_oneof![
             3 => args.clone().prop_map(|xs| format!("(+ {})", xs.join(" "))),
             2 => args.clone().prop_map(|xs| format!("(- {})", xs.join(" "))),
@@ -990,7 +990,7 @@ fn random_formula() -> impl Strategy<Value = String> {
 fn fuzz_input() -> impl Strategy<Value = String> {
     let mutated = (spec(), prop::collection::vec(mutation(), 1..4))
         .prop_map(|(s, ms)| String::from_utf8_lossy(&mutate(spec_text(&s).into_bytes(), &ms)).into_owned());
-    let grammar = (1usize..4, 1usize..4, any::<bool>(), prop::collection::vec(random_formula(), 1..4)).prop_map(|(n, m, bounded, asserts)| {
+    let grammar = (1usize..4, 2usize..4, any::<bool>(), prop::collection::vec(random_formula(), 1..4)).prop_map(|(n, m, bounded, asserts)| {
         let mut text = if bounded { boxed(&vec![0.0; n], &vec![1.0; n], m) } else { decls(n, m) };
         for a in asserts {
             writeln!(text, "(assert {a})").unwrap();

@@ -126,6 +126,18 @@ fn paper_table() -> Vec<(&'static str, &'static str, Vec<L>)> {
         ("ll-large-star", "loss-landscape Large*: conv 64 3x3+1, 128 3x3+2, 128 3x3+1, 128 3x3+1, FC 512", convnet(&[(64, 3, 1, 1), (128, 3, 2, 1), (128, 3, 1, 1), (128, 3, 1, 1)], &[512])),
         // COLT (Balunovic & Vechev 2020): the CIFAR-10 network of Section 5.
         ("colt-conv", "COLT: conv 32 4x4+2, conv 128 4x4+2, FC 150, FC 10", two(32, 128, 150)),
+        // COLT's released networks (code/networks.py ConvMed / ConvMedBig, trained_models/).
+        ("colt-convmed-2-2-100", "COLT convmed_flat_2_2_100 (MNIST 0.1): conv 32 5x5+2 pad 2, conv 64 4x4+2, FC 100", convnet(&[(32, 5, 2, 2), (64, 4, 2, 1)], &[100])),
+        ("colt-convmed-2-4-250", "COLT convmed_flat_2_4_250 (MNIST 0.3, CIFAR-10 8/255): conv 32 5x5+2 pad 2, conv 128 4x4+2, FC 250", convnet(&[(32, 5, 2, 2), (128, 4, 2, 1)], &[250])),
+        (
+            "colt-convmedbig-2-2-4-250",
+            "COLT convmedbig_flat_2_2_4_250 (CIFAR-10 2/255): conv 32 3x3+1, conv 32 4x4+2, conv 128 4x4+2, FC 250",
+            convnet(&[(32, 3, 1, 1), (32, 4, 2, 1), (128, 4, 2, 1)], &[250]),
+        ),
+        // convex_adversarial (Wong & Kolter), examples/problems.py: mnist_model / cifar_model
+        // and mnist_model_large / cifar_model_large (= crown-ibp-m).
+        ("wong-small", "convex_adversarial small: conv 16 4x4+2, conv 32 4x4+2, FC 100", two(16, 32, 100)),
+        ("wong-large", "convex_adversarial large (= crown-ibp-m): conv 32 3x3+1, 32 4x4+2, 64 3x3+1, 64 4x4+2, FC 512, 512", four(32, 64, 512)),
     ]
 }
 

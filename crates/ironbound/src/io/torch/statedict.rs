@@ -9,7 +9,7 @@
 use super::container::Container;
 use super::pickle::{Object, Pickle, Value};
 use super::tensor::{self, Budget};
-use super::{StateDict, TensorValue};
+use super::StateDict;
 use std::collections::HashMap;
 
 /// Keys under which code releases keep the state dict, in the order they are tried.
