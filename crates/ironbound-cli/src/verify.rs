@@ -134,6 +134,7 @@ fn run_instances(csv: &Path, a: &Args) -> Result<()> {
                 ("error", 0.0, String::new())
             }
         };
+        bar.suspend(|| eprintln!("{} {}: {result} ({seconds:.2} s{})", inst.onnx, inst.vnnlib, if stage.is_empty() { String::new() } else { format!(", {stage}") }));
         *tally.entry(result).or_default() += 1;
         let _ = writeln!(text, "{},{},{result},{seconds:.3},{stage}", inst.onnx, inst.vnnlib);
         bar.inc(1);

@@ -168,11 +168,11 @@ fn malformed_graphs_are_errors() {
         ("negative_dim", bytes(&|m| graph(m).initializer[0].dims = vec![-2, -4]), "invalid dimension"),
         ("float16", bytes(&|m| graph(m).initializer[0].data_type = 10), "data type 10"),
         ("opset_21", bytes(&|m| m.opset_import[0].version = 21), "opset 21"),
-        ("opset_8", bytes(&|m| m.opset_import[0].version = 8), "opset 8"),
+        ("opset_6", bytes(&|m| m.opset_import[0].version = 6), "opset 6"),
         ("no_opset", bytes(&|m| m.opset_import.clear()), "operator set"),
         ("two_outputs", bytes(&|m| graph(m).output.push(ValueInfoProto::float_tensor("z", &[None]))), "2 outputs"),
         ("two_inputs", bytes(&|m| graph(m).input.push(ValueInfoProto::float_tensor("z", &[None, Some(4)]))), "2 inputs"),
-        ("rank3_input", bytes(&|m| graph(m).input[0] = ValueInfoProto::float_tensor("x", &[None, Some(4), Some(1)])), "rank 3"),
+        ("rank5_input", bytes(&|m| graph(m).input[0] = ValueInfoProto::float_tensor("x", &[None, Some(4), Some(1), Some(1), Some(1)])), "rank 5"),
         ("no_input_type", bytes(&|m| graph(m).input[0].r#type = None), "not a tensor"),
         ("symbolic_feature", bytes(&|m| graph(m).input[0] = ValueInfoProto::float_tensor("x", &[None, None])), "symbolic"),
         (

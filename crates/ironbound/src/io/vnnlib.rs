@@ -19,7 +19,7 @@
 //! must be a non-zero constant. Strict comparisons are read as non-strict ones: that can only
 //! enlarge the counterexample set, so an `unsat` proved for the file as read also holds for
 //! the file as written (a `sat` answer is checked by [`Property::is_counterexample`] anyway).
-//! Non-ASCII text, `not`, `ite` and quantifiers are rejected.
+//! Non-ASCII symbols, `not`, `ite` and quantifiers are rejected.
 //!
 //! Every constraint is normalised to `sum_k a_k v_k <= b`. One that involves exactly one input
 //! and no output is an input bound (`X_i <= c` or `X_i >= c`); one that involves only outputs is
@@ -362,9 +362,7 @@ fn read_command<'a>(lexer: &mut Lexer<'a>) -> std::result::Result<Option<(Vec<Se
         None => return Ok(None),
         Some((Token::Open, pos)) => pos,
         Some((Token::Close, pos)) => return Err(pos.err("unexpected ')' with no matching '('")),
-        Some((Token::Atom(s), pos)) => {
-            return Err(pos.err(format!("unexpected '{}' outside a command; expected '('", clip(s))))
-        }
+        Some((Token::Atom(s), pos)) => return Err(pos.err(format!("unexpected '{}' outside a command; expected '('", clip(s)))),
     };
     let mut stack: Vec<(Vec<Sexp<'a>>, Pos)> = vec![(Vec::new(), open)];
     loop {
@@ -452,7 +450,8 @@ fn var_name(s: &str) -> Option<Var> {
     } else {
         (Var::Y as fn(usize) -> Var, s.strip_prefix("Y_")?)
     };
-    let canonical = !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0'));
+    let canonical =
+        !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0'));
     if !canonical {
         return None;
     }
@@ -553,22 +552,23 @@ impl Dnf {
         self.terms.is_empty()
     }
 
-    fn from_terms(mut terms: Vec<Vec<usize>>) -> Self {
+    /// A disjunction of `terms`, whose lengths add up to `size`.
+    fn from_terms(mut terms: Vec<Vec<usize>>, size: usize) -> Self {
         if terms.len() == 1 {
             let common = terms.pop().unwrap_or_default();
             return Dnf { common, terms: vec![Vec::new()], size: 0 };
         }
-        let size = terms.iter().map(Vec::len).sum();
         Dnf { common: Vec::new(), terms, size }
     }
 
-    /// The terms with `common` copied into each.
-    fn expanded(self, budget: &mut Budget) -> std::result::Result<Vec<Vec<usize>>, ParseError> {
+    /// The terms with `common` copied into each, and their total length.
+    fn expanded(self, budget: &mut Budget) -> std::result::Result<(Vec<Vec<usize>>, usize), ParseError> {
         if self.common.is_empty() {
-            return Ok(self.terms);
+            return Ok((self.terms, self.size));
         }
-        budget.charge(self.terms.len().saturating_mul(self.common.len()).saturating_add(self.size))?;
-        Ok(self
+        let copies = self.terms.len().saturating_mul(self.common.len());
+        budget.charge(copies.saturating_add(self.size))?;
+        let terms = self
             .terms
             .into_iter()
             .map(|t| {
@@ -576,7 +576,8 @@ impl Dnf {
                 full.extend(t);
                 full
             })
-            .collect())
+            .collect();
+        Ok((terms, copies.saturating_add(self.size)))
     }
 
     fn and(mut self, other: Dnf, budget: &mut Budget) -> std::result::Result<Dnf, ParseError> {
@@ -613,10 +614,12 @@ impl Dnf {
         if other.is_false() {
             return Ok(self);
         }
-        let mut terms = self.expanded(budget)?;
-        terms.extend(other.expanded(budget)?);
+        // Moving the accumulated terms (their `common` is empty) keeps a wide `or` linear.
+        let (mut terms, size) = self.expanded(budget)?;
+        let (more, more_size) = other.expanded(budget)?;
+        terms.extend(more);
         check_disjuncts(terms.len())?;
-        Ok(Dnf::from_terms(terms))
+        Ok(Dnf::from_terms(terms, size.saturating_add(more_size)))
     }
 }
 
@@ -698,10 +701,9 @@ impl Reader {
     fn declare(&mut self, name: &Sexp<'_>, ty: &Sexp<'_>) -> Parsed<()> {
         let Sexp::Atom(text, pos) = name else { return Err(name.pos().err("expected a variable name")) };
         let Some(var) = var_name(text) else {
-            return Err(pos.err(format!(
-                "unsupported variable name '{}': expected X_<i> for inputs or Y_<j> for outputs",
-                clip(text)
-            )));
+            return Err(
+                pos.err(format!("unsupported variable name '{}': expected X_<i> for inputs or Y_<j> for outputs", clip(text)))
+            );
         };
         match ty {
             Sexp::Atom("Real", _) => {}
@@ -794,9 +796,9 @@ impl Reader {
                 } else {
                     "a constraint that mixes inputs and outputs"
                 };
-                return Err(pos.err(format!(
-                    "unsupported property: {what}; inputs may only have bounds like (<= X_0 1) and (>= X_0 0)"
-                )));
+                return Err(
+                    pos.err(format!("unsupported property: {what}; inputs may only have bounds like (<= X_0 1) and (>= X_0 0)"))
+                );
             }
         };
         self.atoms.push(Atom { kind, pos });
@@ -900,7 +902,9 @@ fn arithmetic(head: &str, mut args: Vec<Linear>, pos: Pos) -> Parsed<Linear> {
                 if a.is_constant() {
                     factor *= a.constant;
                 } else if variable.is_some() {
-                    return Err(pos.err("non-linear term: a product of two expressions with variables (only constant coefficients are supported)"));
+                    return Err(pos.err(
+                        "non-linear term: a product of two expressions with variables (only constant coefficients are supported)",
+                    ));
                 } else {
                     variable = Some(a);
                 }
@@ -922,6 +926,9 @@ fn arithmetic(head: &str, mut args: Vec<Linear>, pos: Pos) -> Parsed<Linear> {
 
 // ---------------------------------------------------------------------------------------------
 // From normal form to cases
+
+/// Lower and upper bounds of every input.
+type Bounds = (Vec<f64>, Vec<f64>);
 
 /// Splits the disjuncts into boxes and output conjunctions and groups them by box.
 struct Builder<'a> {
@@ -971,21 +978,19 @@ impl Builder<'_> {
 
     /// Atom ids split into input bounds and output constraints.
     fn split(&self, ids: Vec<usize>) -> (Vec<usize>, Vec<usize>) {
-        ids.into_iter()
-            .partition(|&id| matches!(self.atoms.get(id), Some(Atom { kind: AtomKind::Bound { .. }, .. })))
+        ids.into_iter().partition(|&id| matches!(self.atoms.get(id), Some(Atom { kind: AtomKind::Bound { .. }, .. })))
     }
 
-    fn unbounded(n: usize) -> (Vec<f64>, Vec<f64>) {
+    fn unbounded(n: usize) -> Bounds {
         (vec![f64::NEG_INFINITY; n], vec![f64::INFINITY; n])
     }
 
-    fn tightened(&self, (mut lower, mut upper): (Vec<f64>, Vec<f64>), bounds: &[usize]) -> (Vec<f64>, Vec<f64>) {
+    fn tightened(&self, (mut lower, mut upper): Bounds, bounds: &[usize]) -> Bounds {
         for &id in bounds {
             if let Some(Atom { kind: AtomKind::Bound { index, upper: is_upper, value }, .. }) = self.atoms.get(id) {
-                let (side, tighter): (&mut Vec<f64>, fn(f64, f64) -> f64) =
-                    if *is_upper { (&mut upper, f64::min) } else { (&mut lower, f64::max) };
-                if let Some(b) = side.get_mut(*index) {
-                    *b = tighter(*b, *value);
+                let side = if *is_upper { upper.get_mut(*index) } else { lower.get_mut(*index) };
+                if let Some(b) = side {
+                    *b = if *is_upper { b.min(*value) } else { b.max(*value) };
                 }
             }
         }
@@ -995,7 +1000,7 @@ impl Builder<'_> {
     /// The case index of the box `base_box` tightened by `bounds`, creating it if new.
     fn case_for(
         &mut self,
-        base_box: &(Vec<f64>, Vec<f64>),
+        base_box: &Bounds,
         base_bounds: &[usize],
         bounds: &[usize],
         box_case: &mut HashMap<Vec<u64>, usize>,
@@ -1031,7 +1036,9 @@ impl Builder<'_> {
             if lo > hi {
                 let message = format!("X_{i}: lower bound {lo} is above upper bound {hi}");
                 let at = base_bounds.iter().chain(bounds).find_map(|&id| match self.atoms.get(id) {
-                    Some(Atom { kind: AtomKind::Bound { index, upper: false, value }, pos }) if *index == i && *value == lo => Some(*pos),
+                    Some(Atom { kind: AtomKind::Bound { index, upper: false, value }, pos }) if *index == i && *value == lo => {
+                        Some(*pos)
+                    }
                     _ => None,
                 });
                 return Err(match at {

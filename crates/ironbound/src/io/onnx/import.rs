@@ -23,7 +23,10 @@ use std::path::Path;
 
 mod ops;
 
-const MIN_OPSET: i64 = 9;
+/// Opsets 7 and 8 (ACAS Xu's VNN-COMP models) differ from 9 only in operators this importer
+/// does not read (Upsample, Cast, Scan) and in BatchNormalization's `spatial` attribute, which
+/// `batchnorm` checks.
+const MIN_OPSET: i64 = 7;
 const MAX_OPSET: i64 = 20;
 /// Largest per-sample size (elements) of any value.
 const MAX_NUMEL: usize = 1 << 40;
@@ -289,10 +292,18 @@ impl<'a> Importer<'a> {
                 }
             }
         }
+        // A single sample without a batch dimension (VNN-COMP's test networks) reads as `[1, F]`.
+        if fixed.len() == 1 && fixed[0].is_some() {
+            fixed.insert(0, Some(1));
+        }
         let dim = |k: usize| fixed[k].unwrap_or(1);
         let (shape, rank) = match fixed.len() {
             4 => ([dim(1), dim(2), dim(3)], 4),
             2 => ([dim(1), 1, 1], 2),
+            // VNN-COMP's `[N, F, 1]` inputs (mnistfc): read as `[N, F, 1, 1]`-like images,
+            // which every consumer that flattens treats the same.
+            3 => ([dim(1), dim(2), 1], 4),
+
             r => return Err(self.unsupported(format!("the graph input '{}' has rank {r}; it must be [N, C, H, W] or [N, F]", input.name))),
         };
         if checked_numel(&shape, MAX_NUMEL).is_err() {

@@ -125,12 +125,19 @@ impl Importer<'_> {
         if self.uses(&name) > 1 {
             v = NetVal { exclusive: false, ..self.realized(&name)? };
         }
-        if c.len() > 1 && self.is_virtual(&v) {
+        let mut c = c;
+        // A constant with one value per element of a sample (VNN-COMP's ACAS Xu subtracts a
+        // mean per input of a [1, 1, 1, 5] tensor) is per-channel once the value is flat.
+        let per_element = v.rank == 4 && c.len() > 1 && self.channel_vector(&v, &c).is_none() && c.len() == crate::net::numel(&self.shapes[v.id]);
+        if c.len() > 1 && (self.is_virtual(&v) || per_element) {
             // A per-feature constant on a virtually flat value needs the real flat layout.
             let base = self.materialize(v)?;
             let n = self.fresh_name(&format!("{name}.flatten"));
             let id = self.push(n, OpSpec::Flatten, vec![base.id], vec![])?;
             v = NetVal { id, rank: 2, affine: None, exclusive: true };
+            if per_element {
+                c = Const::floats(vec![1, c.len()], c.to_f32());
+            }
         }
         let k = self.channel_vector(&v, &c).ok_or_else(|| {
             self.unsupported(format!(
@@ -345,6 +352,10 @@ impl Importer<'_> {
         let x = self.net_name(node, 0, label)?.to_string();
         if self.attr_int(node, label, "training_mode", 0)? != 0 {
             return Err(self.unsupported(format!("node '{label}': BatchNormalization in training mode is not supported")));
+        }
+        // Opsets 7-8: spatial = 0 normalises per element instead of per channel.
+        if self.attr_int(node, label, "spatial", 1)? != 1 {
+            return Err(self.unsupported(format!("node '{label}': BatchNormalization with spatial = 0 is not supported")));
         }
         let v = self.devirtualized(&x)?;
         let c = self.shapes[v.id][0];
