@@ -41,6 +41,8 @@ pub struct Args {
     /// Rows per batch.
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
+    #[command(flatten)]
+    normalize: common::NormalizeArg,
     /// Output .npz with lower, upper [N, K] (and margin_lower).
     #[arg(long)]
     out: PathBuf,
@@ -64,7 +66,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     common::check_output(&a.out)?;
     let device = default_device();
-    let net = common::load_model(&a.model, &device)?;
+    let net = a.normalize.load(&a.model, &device)?;
     let x = npy::read_f32(&a.input, &["x", "input"])?;
     let shape = net.input_shape();
     let per: usize = shape.iter().product();

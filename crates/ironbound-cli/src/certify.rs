@@ -52,6 +52,8 @@ pub struct Args {
     no_clip: bool,
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
+    #[command(flatten)]
+    normalize: common::NormalizeArg,
     /// Output report.json.
     #[arg(long)]
     out: PathBuf,
@@ -75,7 +77,7 @@ pub fn run(a: Args) -> Result<()> {
     ironbound::verify::certify::check_eps(a.eps)?;
     common::check_output(&a.out)?;
     let device = default_device();
-    let net = common::load_model(&a.model, &device)?;
+    let net = a.normalize.load(&a.model, &device)?;
     if net.input_shape() != name.input_shape() {
         return Err(Error::input(format!(
             "{}: model input {:?} does not match {name} images {:?}",

@@ -11,6 +11,41 @@ pub fn load_model(path: &Path, device: &Device) -> Result<Network> {
     ironbound::io::load_model(path, device)
 }
 
+/// `--normalize MEAN STD`: per-channel comma-separated lists (e.g. `0.1307 0.3081`).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct NormalizeArg {
+    /// Prepend (x - MEAN) / STD to the model (per channel, comma-separated lists), for models
+    /// exported without their input normalisation (COLT's), so that inputs and eps stay in
+    /// pixel units.
+    #[arg(long, num_args = 2, value_names = ["MEAN", "STD"], allow_negative_numbers = true)]
+    pub normalize: Option<Vec<String>>,
+}
+
+impl NormalizeArg {
+    /// The parsed (mean, std) lists, if given.
+    pub fn parse(&self) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+        let list = |text: &str, what: &str| -> Result<Vec<f32>> {
+            text.split(',')
+                .map(|v| v.trim().parse::<f32>().map_err(|_| Error::input(format!("--normalize: {what} '{text}' is not a comma-separated list of numbers"))))
+                .collect()
+        };
+        match self.normalize.as_deref() {
+            Some([mean, std]) => Ok(Some((list(mean, "MEAN")?, list(std, "STD")?))),
+            Some(_) => Err(Error::input("--normalize takes two values: MEAN STD")),
+            None => Ok(None),
+        }
+    }
+
+    /// Loads the model and prepends the normalisation when one was given.
+    pub fn load(&self, path: &Path, device: &Device) -> Result<Network> {
+        let net = load_model(path, device)?;
+        match self.parse()? {
+            Some((mean, std)) => net.with_normalize(&mean, &std).map_err(|e| Error::file(path, e)),
+            None => Ok(net),
+        }
+    }
+}
+
 /// A progress bar on stderr, hidden when stderr is not a terminal.
 pub fn progress(len: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);

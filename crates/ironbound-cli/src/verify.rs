@@ -38,6 +38,8 @@ pub struct Args {
     /// Seed of the falsification starts.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    #[command(flatten)]
+    normalize: common::NormalizeArg,
 }
 
 fn timeout(secs: f64) -> Result<Duration> {
@@ -48,10 +50,10 @@ fn timeout(secs: f64) -> Result<Duration> {
 }
 
 /// Loads, checks and decides one instance.
-fn decide(model: &Path, prop_path: &Path, secs: f64, seed: u64) -> Result<Verdict> {
+fn decide(model: &Path, prop_path: &Path, secs: f64, seed: u64, normalize: &common::NormalizeArg) -> Result<Verdict> {
     let cfg = VerifyConfig { timeout: timeout(secs)?, seed };
     let prop = vnnlib::read(prop_path)?;
-    let net = common::load_model(model, &default_device())?;
+    let net = normalize.load(model, &default_device())?;
     property::check_fits(&net, &prop).map_err(|e| Error::file(prop_path, e))?;
     property::verify(&net, &prop, &cfg)
 }
@@ -78,7 +80,7 @@ pub fn run(a: Args) -> Result<()> {
     for out in a.out.iter().chain(&a.vnncomp_result) {
         common::check_output(out)?;
     }
-    let verdict = decide(model, prop, a.timeout.unwrap_or(DEFAULT_TIMEOUT_S), a.seed)?;
+    let verdict = decide(model, prop, a.timeout.unwrap_or(DEFAULT_TIMEOUT_S), a.seed, &a.normalize)?;
     println!("{}", verdict.result.as_str());
     if let Some(out) = &a.out {
         common::write_json(out, &verdict)?;
@@ -127,7 +129,7 @@ fn run_instances(csv: &Path, a: &Args) -> Result<()> {
     let mut tally = std::collections::BTreeMap::<&str, usize>::new();
     for inst in &instances {
         let secs = a.timeout.unwrap_or(inst.timeout);
-        let (result, seconds, stage) = match decide(&dir.join(&inst.onnx), &dir.join(&inst.vnnlib), secs, a.seed) {
+        let (result, seconds, stage) = match decide(&dir.join(&inst.onnx), &dir.join(&inst.vnnlib), secs, a.seed, &a.normalize) {
             Ok(v) => (v.result.as_str(), v.seconds, v.stage),
             Err(e) => {
                 bar.suspend(|| eprintln!("ironbound: {e}"));

@@ -133,6 +133,33 @@ impl Network {
         Network { input_shape: self.input_shape, nodes, shapes: self.shapes.clone() }
     }
 
+    /// The same network behind an input normalisation `(x - mean[c]) / std[c]`, so that its
+    /// inputs (and eps) are in pixel units. `mean` and `std` have one entry per input channel
+    /// (or one for all); every `std` must be > 0.
+    pub fn with_normalize(&self, mean: &[f32], std: &[f32]) -> Result<Network> {
+        let c = self.input_shape[0];
+        let widen = |v: &[f32], what: &str| -> Result<Vec<f32>> {
+            match v.len() {
+                1 => Ok(vec![v[0]; c]),
+                n if n == c => Ok(v.to_vec()),
+                n => Err(Error::input(format!("--normalize: {n} {what} values for a model with {c} input channels"))),
+            }
+        };
+        let (mean, std) = (widen(mean, "mean")?, widen(std, "std")?);
+        if let Some(bad) = mean.iter().chain(&std).find(|v| !v.is_finite()).or(std.iter().find(|&&v| v <= 0.0)) {
+            return Err(Error::input(format!("--normalize: {bad} is not a valid mean/std (std must be > 0)")));
+        }
+        let device = self.device().unwrap_or_else(crate::tensor::default_device);
+        let norm = super::Normalize::new(crate::tensor::from_vec(mean, [c], &device), crate::tensor::from_vec(std, [c], &device));
+        let mut out = Network::new(self.input_shape);
+        out.push("normalize", Op::Normalize(norm), &[0])?;
+        for node in &self.nodes {
+            let inputs: Vec<usize> = node.inputs.iter().map(|v| v + 1).collect();
+            out.push(node.name.clone(), node.op.clone(), &inputs)?;
+        }
+        Ok(out)
+    }
+
     pub fn to_device(&self, device: &Device) -> Network {
         self.map_params(&mut |_, p| p.map(|t1| t1.to_device(device), |t2| t2.to_device(device), |t4| t4.to_device(device)))
     }

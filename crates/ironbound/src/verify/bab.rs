@@ -42,14 +42,17 @@ pub fn search(net: &Network, lo: &[f32], hi: &[f32], conj: &Conjunction, deadlin
     let spec = conj.spec(&device);
     let relaxation = Method::Crown.relaxation();
     let mut stack: Vec<(Vec<f32>, Vec<f32>)> = vec![(lo.to_vec(), hi.to_vec())];
+    let mut bounded = 0usize;
     while !stack.is_empty() {
         if Instant::now() >= deadline {
+            tracing::debug!("input branch and bound: {bounded} boxes bounded, {} open at the deadline", stack.len());
             return Ok(BabResult::Timeout);
         }
         // Depth first keeps the stack small; the batch takes the newest (smallest) boxes.
         let take = stack.len().min(BATCH);
         let batch: Vec<(Vec<f32>, Vec<f32>)> = stack.split_off(stack.len() - take);
         let b = batch.len();
+        bounded += b;
         let lo_t = from_vec(batch.iter().flat_map(|(l, _)| l.iter().copied()).collect(), [b, c, h, w], &device);
         let hi_t = from_vec(batch.iter().flat_map(|(_, u)| u.iter().copied()).collect(), [b, c, h, w], &device);
         let region = Interval::new(lo_t.clone(), hi_t.clone());

@@ -119,7 +119,7 @@ pub fn verify(net: &Network, prop: &Property, cfg: &VerifyConfig) -> Result<Verd
     let [c, h, w] = net.input_shape();
     // Every (case, disjunct) still open, with its float32 box.
     let mut open = Vec::new();
-    for case in &prop.cases {
+    for (ci, case) in prop.cases.iter().enumerate() {
         let (lo, hi) = f32_box(case);
         if lo.iter().zip(&hi).any(|(l, u)| l > u) {
             // The box holds no float32 point other than ones outside it: treat as unbounded
@@ -127,12 +127,12 @@ pub fn verify(net: &Network, prop: &Property, cfg: &VerifyConfig) -> Result<Verd
             return Err(Error::input("an input box is narrower than float32 resolution"));
         }
         for d in &case.disjuncts {
-            open.push((lo.clone(), hi.clone(), conjunction(d)));
+            open.push((ci, lo.clone(), hi.clone(), conjunction(d)));
         }
     }
     // 1. Falsify.
     let fcfg = FalsifyConfig { seed: cfg.seed, ..FalsifyConfig::default() };
-    for (lo, hi, conj) in &open {
+    for (_, lo, hi, conj) in &open {
         for x in falsify::search(net, lo, hi, conj, &fcfg).into_iter().take(8) {
             if let Some(cex) = confirm(net, prop, &x) {
                 return Ok(done(Answer::Sat, "falsify", Some(cex)));
@@ -144,7 +144,7 @@ pub fn verify(net: &Network, prop: &Property, cfg: &VerifyConfig) -> Result<Verd
     }
     // 2. Bound each disjunct on its whole box.
     let mut hard = Vec::new();
-    for (lo, hi, conj) in open {
+    for (ci, lo, hi, conj) in open {
         let region = Interval::new(from_vec(lo.clone(), [1, c, h, w], &device), from_vec(hi.clone(), [1, c, h, w], &device));
         let spec = conj.spec(&device);
         let mut proved = false;
@@ -156,7 +156,7 @@ pub fn verify(net: &Network, prop: &Property, cfg: &VerifyConfig) -> Result<Verd
             }
         }
         if !proved {
-            hard.push((lo, hi, conj));
+            hard.push((ci, lo, hi, conj));
         }
     }
     if hard.is_empty() {
@@ -166,10 +166,18 @@ pub fn verify(net: &Network, prop: &Property, cfg: &VerifyConfig) -> Result<Verd
     let small = crate::net::numel(&net.input_shape()) <= INPUT_SPLIT_MAX_DIMS;
     let stages = if small { None } else { Some(lp::stages::extract(net)?) };
     let mut unknown = false;
-    for (lo, hi, conj) in &hard {
+    // The LP-tightened bounds of a case's box serve all its disjuncts.
+    let mut tightened: Option<(usize, lp::Encoding)> = None;
+    for (ci, lo, hi, conj) in &hard {
         let outcome = match &stages {
             None => bab::search(net, lo, hi, conj, deadline)?,
-            Some(st) => milp_search(net, st, lo, hi, conj, deadline)?,
+            Some(st) => {
+                if tightened.as_ref().map(|t| t.0) != Some(*ci) {
+                    tightened = Some((*ci, tighten(net, st, lo, hi, deadline)?));
+                }
+                let tight = &mut tightened.as_mut().unwrap_or_else(|| unreachable!()).1;
+                milp_search(st, tight, lo, hi, conj, deadline)?
+            }
         };
         let stage = if small { "bab" } else { "milp" };
         match outcome {
@@ -186,15 +194,18 @@ pub fn verify(net: &Network, prop: &Property, cfg: &VerifyConfig) -> Result<Verd
     Ok(if unknown { done(Answer::Unknown, stage, None) } else { done(Answer::Unsat, stage, None) })
 }
 
-/// The conjunction as one MILP: minimise t subject to `c_i . y - d_i <= t` for every row;
-/// it can hold iff the minimum is <= 0.
-fn milp_search(net: &Network, st: &lp::Stages, lo: &[f32], hi: &[f32], conj: &Conjunction, deadline: Instant) -> Result<BabResult> {
+/// The box encoded with the Triangle LP, every stage's bounds tightened by LP.
+fn tighten<'a>(net: &Network, st: &'a lp::Stages, lo: &[f32], hi: &[f32], deadline: Instant) -> Result<lp::Encoding<'a>> {
     let [c, h, w] = net.input_shape();
     let device = net.device().unwrap_or_else(crate::tensor::default_device);
     let region = Interval::new(from_vec(lo.to_vec(), [1, c, h, w], &device), from_vec(hi.to_vec(), [1, c, h, w], &device));
     let seed = lp::engine_bounds(net, st, &region, Method::Crown)?;
-    let input = InputBox { lo: lo.iter().map(|&v| f64::from(v)).collect(), hi: hi.iter().map(|&v| f64::from(v)).collect() };
-    let mut tight = lp::encode_tightened(st, &input, &seed[0], &|_, _| ReluEncoding::Triangle, Some(deadline))?;
+    lp::encode_tightened(st, &lp::boxes(&region)[0], &seed[0], &|_, _| ReluEncoding::Triangle, Some(deadline))
+}
+
+/// The conjunction as one MILP over the tightened bounds: minimise t subject to
+/// `c_i . y - d_i <= t` for every row; it can hold iff the minimum is <= 0.
+fn milp_search(st: &lp::Stages, tight: &mut lp::Encoding, lo: &[f32], hi: &[f32], conj: &Conjunction, deadline: Instant) -> Result<BabResult> {
     // Row bounds by LP: one provably violated row settles it; they also bound t.
     let mut t_lo = f64::NEG_INFINITY;
     for (row, &d) in conj.rows.iter().zip(&conj.rhs) {
@@ -208,9 +219,8 @@ fn milp_search(net: &Network, st: &lp::Stages, lo: &[f32], hi: &[f32], conj: &Co
     if Instant::now() >= deadline {
         return Ok(BabResult::Timeout);
     }
-    let bounds = tight.bounds.clone();
-    drop(tight);
-    let mut enc = lp::encode_fixed(st, &input, &bounds, &|_, _| ReluEncoding::Exact)?;
+    let input = InputBox { lo: lo.iter().map(|&v| f64::from(v)).collect(), hi: hi.iter().map(|&v| f64::from(v)).collect() };
+    let mut enc = lp::encode_fixed(st, &input, &tight.bounds, &|_, _| ReluEncoding::Exact)?;
     let t = enc.program.add_col(t_lo.max(-1e9), 1e9)?;
     for (row, &d) in conj.rows.iter().zip(&conj.rhs) {
         let (mut terms, constant) = enc.output_objective(row);

@@ -8,7 +8,8 @@
 //!   pickle, the pickled list of storage keys; then each storage as an 8-byte element count
 //!   followed by its raw elements, in the order of that list.
 
-use super::pickle::{self, Object, Pickle, Value};
+use super::object::{Object, Pickle, Value};
+use super::pickle;
 use super::zip::{self, Zip};
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -10,11 +10,11 @@
 //! (`deepz_lambda`). A `<layer>.mean` with a `<layer>.sigma` (or `.std`) is an input
 //! normalisation (paradox) and becomes a Normalize node in front.
 
+use super::statedict::short;
 use super::{read_state_dict, StateDict, TensorValue};
 use crate::error::{Error, Result};
-use crate::net::{arch, NetSpec, NodeSpec, OpSpec, Shape};
+use crate::net::{arch, NetSpec, Network, NodeSpec, OpSpec, Shape};
 use crate::tensor::Device;
-use crate::net::Network;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -27,6 +27,9 @@ pub struct Normalization {
 
 /// Input shapes tried when the caller does not give one: MNIST-like, then CIFAR-10/SVHN-like.
 const INPUT_SHAPES: [Shape; 2] = [[1, 28, 28], [3, 32, 32]];
+
+/// Keys listed per kind of problem in a misfit message.
+const LISTED: usize = 12;
 
 /// Suffixes of state-dict entries that do not change what the network computes.
 const IGNORED_SUFFIXES: [&str; 2] = [".num_batches_tracked", ".deepz_lambda"];
@@ -87,7 +90,11 @@ impl std::fmt::Display for Misfit {
         let parts: Vec<String> = [("missing", &self.missing), ("unexpected", &self.unexpected), ("mis-shaped", &self.misshaped)]
             .into_iter()
             .filter(|(_, v)| !v.is_empty())
-            .map(|(what, v)| format!("{what} {}", v.join(", ")))
+            .map(|(what, v)| {
+                // A wholly different network would list every key; the first few say enough.
+                let more = if v.len() > LISTED { format!(" and {} more", v.len() - LISTED) } else { String::new() };
+                format!("{what} {}{more}", v[..v.len().min(LISTED)].join(", "))
+            })
             .collect();
         f.write_str(&parts.join("; "))
     }
@@ -140,7 +147,7 @@ fn assign(state: &StateDict, spec: &NetSpec) -> Result<Fitted, Misfit> {
     let stored = take_normalization(&mut weights);
     let layers = arch_layers(spec);
     let ours: HashMap<&str, &Param> = layers.iter().flatten().map(|p| (p.name.as_str(), p)).collect();
-    let by_name = fit_by_name(&weights, &ours);
+    let by_name = fit_by_name(&weights, &layers, &ours);
     if by_name.count() == 0 {
         let values = weights.iter().map(|(k, v)| (k.to_string(), v.data.clone())).collect();
         return Ok(Fitted { values, stored });
@@ -154,44 +161,38 @@ fn assign(state: &StateDict, spec: &NetSpec) -> Result<Fitted, Misfit> {
     Err(if 2 * shared >= weights.len() { by_name } else { by_order })
 }
 
-fn fit_by_name(weights: &[(&str, &TensorValue)], ours: &HashMap<&str, &Param>) -> Misfit {
+fn fit_by_name(weights: &[(&str, &TensorValue)], layers: &[Vec<Param>], ours: &HashMap<&str, &Param>) -> Misfit {
     let theirs: HashSet<&str> = weights.iter().map(|(k, _)| *k).collect();
-    let mut m = Misfit::default();
-    let mut our_names: Vec<&&Param> = ours.values().collect();
-    our_names.sort_by_key(|p| order_key(&p.name));
-    m.missing = our_names.iter().filter(|p| !theirs.contains(p.name.as_str())).map(|p| p.name.clone()).collect();
+    let missing = layers.iter().flatten().filter(|p| !theirs.contains(p.name.as_str())).map(|p| p.name.clone()).collect();
+    let mut m = Misfit { missing, ..Misfit::default() };
     for (k, v) in weights {
         match ours.get(k) {
-            None => m.unexpected.push(k.to_string()),
-            Some(p) if p.shape != v.shape => m.misshaped.push(format!("{k} (checkpoint {}, arch {})", shape_str(&v.shape), shape_str(&p.shape))),
+            None => m.unexpected.push(short(k)),
+            Some(p) if p.shape != v.shape => m.misshaped.push(format!("{} (checkpoint {}, arch {})", short(k), shape_str(&v.shape), shape_str(&p.shape))),
             Some(_) => {}
         }
     }
     m
 }
 
-/// Sorts `3.weight` before `10.weight`, as the network orders them.
-fn order_key(name: &str) -> (usize, String) {
-    let (node, local) = split_key(name);
-    (node.parse().unwrap_or(usize::MAX), format!("{node}.{local}"))
-}
-
 /// The checkpoint's layers (keys grouped by prefix, in first-seen order) against ours.
 fn fit_by_order(weights: &[(&str, &TensorValue)], layers: &[Vec<Param>]) -> (HashMap<String, Vec<f32>>, Misfit) {
     let mut groups: Vec<(&str, Vec<(&str, &TensorValue)>)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
     for &(k, v) in weights {
         let (prefix, local) = split_key(k);
-        match groups.iter_mut().find(|(p, _)| *p == prefix) {
-            Some((_, g)) => g.push((local, v)),
-            None => groups.push((prefix, vec![(local, v)])),
-        }
+        let i = *index.entry(prefix).or_insert_with(|| {
+            groups.push((prefix, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push((local, v));
     }
     let mut values = HashMap::new();
     let mut m = Misfit::default();
     for i in 0..groups.len().max(layers.len()) {
         match (groups.get(i), layers.get(i)) {
             (Some((prefix, theirs)), Some(ours)) => {
-                let full = |local: &str| if prefix.is_empty() { local.to_string() } else { format!("{prefix}.{local}") };
+                let full = |local: &str| short(&if prefix.is_empty() { local.to_string() } else { format!("{prefix}.{local}") });
                 for p in ours {
                     match theirs.iter().find(|(l, _)| *l == p.local) {
                         None => m.missing.push(p.name.clone()),
@@ -206,7 +207,7 @@ fn fit_by_order(weights: &[(&str, &TensorValue)], layers: &[Vec<Param>]) -> (Has
                 m.unexpected.extend(theirs.iter().filter(|(l, _)| !ours.iter().any(|p| p.local == *l)).map(|(l, _)| full(l)));
             }
             (Some((prefix, theirs)), None) => {
-                m.unexpected.extend(theirs.iter().map(|(l, _)| if prefix.is_empty() { l.to_string() } else { format!("{prefix}.{l}") }))
+                m.unexpected.extend(theirs.iter().map(|(l, _)| short(&if prefix.is_empty() { l.to_string() } else { format!("{prefix}.{l}") })))
             }
             (None, Some(ours)) => m.missing.extend(ours.iter().map(|p| p.name.clone())),
             (None, None) => {}

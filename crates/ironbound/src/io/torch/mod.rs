@@ -1,21 +1,21 @@
 //! PyTorch checkpoints (`.pt`, `.pth`) read in pure Rust, without Python or torch.
 //!
-//! `read_state_dict` opens either file layout of `torch.save` (`container`), unpickles the
-//! main object with a restricted unpickler that executes nothing (`pickle`), finds the state
-//! dict in it (`statedict`) and converts every tensor to f32 (`tensor`, `dtype`); `mapping`
-//! then assigns those tensors to the parameters of a named architecture. Every failure is
-//! one line naming the file; no input makes it panic.
+//! `read_state_dict` opens either file layout of `torch.save` (`container`, `zip`), unpickles
+//! the main object with a restricted unpickler that executes nothing (`pickle`, `object`),
+//! finds the state dict in it (`statedict`) and converts every tensor to f32 (`tensor`,
+//! `dtype`); `mapping` then assigns those tensors to the parameters of a named architecture.
+//! Every failure is one line naming the file; no input makes it panic.
 
 mod container;
 mod dtype;
-pub mod mapping;
+mod mapping;
+mod object;
 mod pickle;
 mod statedict;
 mod tensor;
 mod zip;
 
 pub use mapping::{fit, load_network, Normalization};
-pub use statedict::WRAPPER_KEYS;
 
 use crate::error::{Error, Result};
 use std::path::Path;

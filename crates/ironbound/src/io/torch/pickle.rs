@@ -3,127 +3,19 @@
 //! Nothing is ever executed: a GLOBAL only names a callable, and REDUCE "calls" it only when it
 //! is on a short allow-list (`collections.OrderedDict` and torch's tensor rebuild functions);
 //! any other call yields an opaque value, so a checkpoint that also holds an optimizer state or
-//! an `argparse.Namespace` still loads. Objects live in an arena and values refer to them by
-//! index, so the memo shares objects the way Python's does, BINGET never copies a string, and
-//! dropping a deeply nested structure recurses nowhere. Every read is bounds-checked; the
-//! stack, the memo and the arena grow by at most one entry per input byte.
+//! an `argparse.Namespace` still loads. Every read is bounds-checked; the stack, the memo and
+//! the arena (`object`) grow by at most one entry per input byte.
 
 use super::dtype::DType;
-
-/// A pickle value: small and copyable; everything with contents lives in the arena.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Value {
-    None,
-    Bool(bool),
-    Int(i128),
-    Float(f64),
-    /// An object of the arena.
-    Ref(usize),
-}
-
-/// A storage named by a persistent id: `('storage', type, key, location, numel[, view])`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StorageRef {
-    pub dtype: DType,
-    /// The pickled storage class (`torch.FloatStorage`), for messages.
-    pub type_name: String,
-    pub key: String,
-    /// Elements the storage holds, as the persistent id says.
-    pub numel: u64,
-    /// Element offset into the root storage (legacy storage views; 0 otherwise).
-    pub view_offset: u64,
-}
-
-/// What `_rebuild_tensor*` was called with.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TensorRef {
-    pub storage: StorageRef,
-    /// The tensor's element type (the storage's, except for `_rebuild_tensor_v3`) and its name.
-    pub dtype: DType,
-    pub type_name: String,
-    pub offset: u64,
-    pub size: Vec<u64>,
-    pub stride: Vec<u64>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum Object {
-    Str(String),
-    Tuple(Vec<Value>),
-    List(Vec<Value>),
-    /// Entries in insertion order; a repeated key is resolved by the reader (last wins).
-    Dict(Vec<(Value, Value)>),
-    Global { module: String, name: String },
-    Storage(StorageRef),
-    Tensor(TensorRef),
-    /// Anything we do not model (bytes, sets, objects of other classes); says what it was.
-    Opaque(String),
-}
-
-/// The result of one pickle: its top-level value and the arena it refers to.
-#[derive(Debug)]
-pub struct Pickle {
-    pub root: Value,
-    pub objects: Vec<Object>,
-    /// Bytes consumed, up to and including STOP (legacy files hold several pickles in a row).
-    pub len: usize,
-}
-
-impl Pickle {
-    pub fn get(&self, v: Value) -> Option<&Object> {
-        match v {
-            Value::Ref(i) => self.objects.get(i),
-            _ => None,
-        }
-    }
-
-    pub fn str(&self, v: Value) -> Option<&str> {
-        match self.get(v) {
-            Some(Object::Str(s)) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// Elements of a tuple or list.
-    pub fn items(&self, v: Value) -> Option<&[Value]> {
-        match self.get(v) {
-            Some(Object::Tuple(t)) | Some(Object::List(t)) => Some(t),
-            _ => None,
-        }
-    }
-
-    /// Every storage the pickle names, by key (what the legacy reader needs to size them).
-    pub fn storages(&self) -> impl Iterator<Item = &StorageRef> {
-        self.objects.iter().filter_map(|o| match o {
-            Object::Storage(s) => Some(s),
-            _ => None,
-        })
-    }
-
-    /// A short description for error messages ("a list", "an argparse.Namespace object").
-    pub fn describe(&self, v: Value) -> String {
-        match v {
-            Value::None => "None".into(),
-            Value::Bool(_) => "a bool".into(),
-            Value::Int(_) => "an int".into(),
-            Value::Float(_) => "a float".into(),
-            Value::Ref(_) => match self.get(v) {
-                Some(Object::Str(_)) => "a string".into(),
-                Some(Object::Tuple(_)) => "a tuple".into(),
-                Some(Object::List(_)) => "a list".into(),
-                Some(Object::Dict(_)) => "a dict".into(),
-                Some(Object::Global { module, name }) => format!("the global {module}.{name}"),
-                Some(Object::Storage(_)) => "a storage".into(),
-                Some(Object::Tensor(_)) => "a tensor".into(),
-                Some(Object::Opaque(what)) => what.clone(),
-                None => "nothing".into(),
-            },
-        }
-    }
-}
+use super::object::{Object, Pickle, StorageRef, TensorRef, Value};
 
 /// Nesting allowed for rebuild calls wrapped in `_rebuild_from_type_v2` (torch uses one).
 const MAX_WRAP: usize = 4;
+/// Longest global name or storage key we copy. Copies are what could amplify a small input
+/// (one memoized string named again and again), so they are kept short; torch's are.
+const MAX_NAME: usize = 256;
+/// Most tensor dimensions accepted (torch allows 64).
+const MAX_DIMS: usize = 64;
 
 struct Machine<'a> {
     data: &'a [u8],
@@ -270,7 +162,7 @@ impl Machine<'_> {
     }
 
     fn set_items(&mut self, target: Value, kv: Vec<Value>) -> R<()> {
-        if kv.len() % 2 != 0 {
+        if !kv.len().is_multiple_of(2) {
             return Err("SETITEMS with an odd number of values".into());
         }
         match self.obj_mut(target) {
@@ -440,14 +332,21 @@ impl Machine<'_> {
             b'c' => {
                 let module = self.line()?;
                 let name = self.line()?;
+                if module.len() + name.len() > MAX_NAME {
+                    return Err("implausibly long global name".into());
+                }
                 self.global(module, name);
             }
             0x93 => {
                 let name = self.pop()?;
                 let module = self.pop()?;
-                let (Some(Object::Str(m)), Some(Object::Str(n))) = (self.get(module).cloned(), self.get(name).cloned()) else {
+                let (Some(Object::Str(m)), Some(Object::Str(n))) = (self.get(module), self.get(name)) else {
                     return Err("STACK_GLOBAL needs two strings".into());
                 };
+                if m.len() + n.len() > MAX_NAME {
+                    return Err("implausibly long global name".into());
+                }
+                let (m, n) = (m.clone(), n.clone());
                 self.global(m, n);
             }
             b'R' => {
@@ -531,32 +430,20 @@ impl Machine<'_> {
         }
     }
 
-    fn args(&self, v: Value) -> R<Vec<Value>> {
-        match self.get(v) {
-            Some(Object::Tuple(t)) => Ok(t.clone()),
-            _ => Err("REDUCE arguments are not a tuple".into()),
-        }
-    }
 
     /// REDUCE: the allow-listed callables; anything else becomes an opaque value.
     fn call(&mut self, func: Value, args: Value, depth: usize) -> R<Value> {
         let Some(Object::Global { module, name }) = self.get(func).cloned() else {
             return Ok(self.new_obj(Object::Opaque("the result of a call".into())));
         };
-        let a = self.args(args)?;
+        // Only the first arguments matter; copying no more keeps a reused huge tuple cheap.
+        let a = match self.get(args) {
+            Some(Object::Tuple(t)) => t[..t.len().min(8)].to_vec(),
+            _ => return Err("REDUCE arguments are not a tuple".into()),
+        };
         match (module.as_str(), name.as_str()) {
-            ("collections", "OrderedDict") | ("builtins", "dict") | ("__builtin__", "dict") => {
-                let d = self.new_obj(Object::Dict(Vec::new()));
-                // OrderedDict(pairs): protocol 2 normally sends the items with SETITEMS instead.
-                if let Some(pairs) = a.first().and_then(|&p| self.items_of(p)) {
-                    for p in pairs {
-                        if let Some(&[k, v]) = self.items_of(p).as_deref() {
-                            self.set_items(d, vec![k, v])?;
-                        }
-                    }
-                }
-                Ok(d)
-            }
+            // torch pickles an OrderedDict as an empty call followed by SETITEMS.
+            ("collections", "OrderedDict") | ("builtins", "dict") | ("__builtin__", "dict") => Ok(self.new_obj(Object::Dict(Vec::new()))),
             ("torch._utils", "_rebuild_tensor") | ("torch._utils", "_rebuild_tensor_v2") => self.rebuild(&a, None),
             ("torch._utils", "_rebuild_tensor_v3") => {
                 let dtype = a.get(6).and_then(|&d| self.global_name(d)).ok_or("_rebuild_tensor_v3 without a dtype")?;
@@ -576,9 +463,10 @@ impl Machine<'_> {
         }
     }
 
-    fn items_of(&self, v: Value) -> Option<Vec<Value>> {
+    /// The first `n` elements of a tuple or list (a copy).
+    fn head(&self, v: Value, n: usize) -> Option<Vec<Value>> {
         match self.get(v) {
-            Some(Object::Tuple(t)) | Some(Object::List(t)) => Some(t.clone()),
+            Some(Object::Tuple(t)) | Some(Object::List(t)) => Some(t[..t.len().min(n)].to_vec()),
             _ => None,
         }
     }
@@ -591,7 +479,10 @@ impl Machine<'_> {
     }
 
     fn uints(&self, v: Option<&Value>, what: &str) -> R<Vec<u64>> {
-        let items = v.and_then(|&v| self.items_of(v)).ok_or_else(|| format!("tensor {what} is not a tuple"))?;
+        let items = v.and_then(|&v| self.head(v, MAX_DIMS + 1)).ok_or_else(|| format!("tensor {what} is not a tuple"))?;
+        if items.len() > MAX_DIMS {
+            return Err(format!("tensor {what} has more than {MAX_DIMS} dimensions"));
+        }
         items.iter().map(|i| self.uint(Some(i), what)).collect()
     }
 
@@ -613,7 +504,7 @@ impl Machine<'_> {
 
     /// BINPERSID: torch's storage ids; anything else is opaque.
     fn persistent(&mut self, pid: Value) -> R<Value> {
-        let Some(items) = self.items_of(pid) else {
+        let Some(items) = self.head(pid, 6) else {
             return Ok(self.new_obj(Object::Opaque("a persistent object".into())));
         };
         let is_storage = matches!(items.first().and_then(|&v| self.get(v)), Some(Object::Str(s)) if s == "storage");
@@ -623,13 +514,13 @@ impl Machine<'_> {
         let type_name = items.get(1).and_then(|&t| self.global_name(t)).ok_or("storage type is not a global")?;
         let dtype = DType::from_storage_type(&type_name);
         let key = match items.get(2).map(|&k| (k, self.get(k))) {
-            Some((_, Some(Object::Str(s)))) => s.clone(),
+            Some((_, Some(Object::Str(s)))) if s.len() <= MAX_NAME => s.clone(),
             Some((Value::Int(i), _)) => i.to_string(),
-            _ => return Err("storage key is not a string".into()),
+            _ => return Err("storage key is not a short string".into()),
         };
         let numel = self.uint(items.get(4), "storage size")?;
         // Legacy view metadata: (view_key, offset, size) of a view into the root storage.
-        let view_offset = match items.get(5).and_then(|&v| self.items_of(v)) {
+        let view_offset = match items.get(5).and_then(|&v| self.head(v, 2)) {
             Some(view) => self.uint(view.get(1), "storage view offset")?,
             None => 0,
         };

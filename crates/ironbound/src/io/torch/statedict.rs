@@ -7,13 +7,13 @@
 //! counts too. `nn.DataParallel` prefixes every key with `module.`, which is removed.
 
 use super::container::Container;
-use super::pickle::{Object, Pickle, Value};
+use super::object::{Object, Pickle, TensorRef, Value};
 use super::tensor::{self, Budget};
 use super::StateDict;
 use std::collections::HashMap;
 
 /// Keys under which code releases keep the state dict, in the order they are tried.
-pub const WRAPPER_KEYS: [&str; 5] = ["state_dict", "model_state_dict", "model", "net", "state_dict_ema"];
+const WRAPPER_KEYS: [&str; 5] = ["state_dict", "model_state_dict", "model", "net", "state_dict_ema"];
 
 /// The state dict of an opened checkpoint, converted to f32.
 pub fn read(c: &Container, file_len: usize) -> Result<StateDict, String> {
@@ -36,7 +36,7 @@ pub fn read(c: &Container, file_len: usize) -> Result<StateDict, String> {
         if needed.is_none_or(|n| n > bytes.len() as u64) {
             return Err(format!("truncated storage '{label}'"));
         }
-        let value = tensor::read(t, bytes, c.big_endian, &mut budget).map_err(|e| format!("tensor '{key}' {e}"))?;
+        let value = tensor::read(t, bytes, c.big_endian, &mut budget).map_err(|e| format!("tensor '{}' {e}", short(key)))?;
         // A repeated key keeps its first position and its last value, as a Python dict does.
         match position.get(&name) {
             Some(&i) => out[i].1 = value,
@@ -50,7 +50,7 @@ pub fn read(c: &Container, file_len: usize) -> Result<StateDict, String> {
 }
 
 /// The entries of `v` if it is a dict of tensors with string keys (at least one entry).
-fn tensor_dict(p: &Pickle, v: Value) -> Option<Vec<(&str, &super::pickle::TensorRef)>> {
+fn tensor_dict(p: &Pickle, v: Value) -> Option<Vec<(&str, &TensorRef)>> {
     let Some(Object::Dict(entries)) = p.get(v) else { return None };
     if entries.is_empty() {
         return None;
@@ -65,11 +65,11 @@ fn tensor_dict(p: &Pickle, v: Value) -> Option<Vec<(&str, &super::pickle::Tensor
 }
 
 /// A dict of tensors, or a list/tuple whose first element is one.
-fn tensor_dict_or_list(p: &Pickle, v: Value) -> Option<Vec<(&str, &super::pickle::TensorRef)>> {
+fn tensor_dict_or_list(p: &Pickle, v: Value) -> Option<Vec<(&str, &TensorRef)>> {
     tensor_dict(p, v).or_else(|| p.items(v).and_then(|items| items.first()).and_then(|&first| tensor_dict(p, first)))
 }
 
-fn find(p: &Pickle) -> Option<Vec<(&str, &super::pickle::TensorRef)>> {
+fn find(p: &Pickle) -> Option<Vec<(&str, &TensorRef)>> {
     if let Some(d) = tensor_dict_or_list(p, p.root) {
         return Some(d);
     }
@@ -85,7 +85,7 @@ fn no_state_dict(p: &Pickle) -> String {
     let expected = format!("expected a dict of tensors, or one under {}", WRAPPER_KEYS.join(", "));
     match p.get(p.root) {
         Some(Object::Dict(entries)) => {
-            let keys: Vec<String> = entries.iter().take(12).map(|(k, v)| format!("{} ({})", p.str(*k).unwrap_or("?"), p.describe(*v))).collect();
+            let keys: Vec<String> = entries.iter().take(12).map(|(k, v)| format!("{} ({})", short(p.str(*k).unwrap_or("?")), short(&p.describe(*v)))).collect();
             let more = if entries.len() > 12 { ", ..." } else { "" };
             format!("holds no state dict: its top-level dict has {}{more}; {expected}", if keys.is_empty() { "no keys".into() } else { keys.join(", ") })
         }
@@ -93,5 +93,15 @@ fn no_state_dict(p: &Pickle) -> String {
             format!("holds no state dict but {what} (a whole pickled module? save model.state_dict() instead); {expected}")
         }
         _ => format!("holds no state dict but {}; {expected}", p.describe(p.root)),
+    }
+}
+
+/// A key or description cut to a length that keeps an error message on one readable line.
+pub(super) fn short(s: &str) -> String {
+    const MAX: usize = 60;
+    let s = s.replace(|c: char| c.is_control(), " ");
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &s[..cut]),
+        None => s,
     }
 }

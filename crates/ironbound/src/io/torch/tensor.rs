@@ -1,7 +1,7 @@
 //! A pickled tensor (storage, offset, size, stride) read out of its storage bytes as a
 //! row-major f32 array, whatever its layout (transposed and sliced views included).
 
-use super::pickle::TensorRef;
+use super::object::TensorRef;
 use super::TensorValue;
 
 /// Elements that all tensors of one checkpoint may produce together. A stride-0 (expanded)
@@ -83,7 +83,7 @@ fn is_contiguous(size: &[u64], stride: &[u64]) -> bool {
 mod tests {
     use super::*;
     use crate::io::torch::dtype::DType;
-    use crate::io::torch::pickle::StorageRef;
+    use crate::io::torch::object::StorageRef;
 
     fn tensor(offset: u64, size: &[u64], stride: &[u64]) -> TensorRef {
         let storage = StorageRef { dtype: DType::F32, type_name: "torch.FloatStorage".into(), key: "0".into(), numel: 12, view_offset: 0 };
