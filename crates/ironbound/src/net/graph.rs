@@ -138,17 +138,7 @@ impl Network {
     /// (or one for all); every `std` must be > 0.
     pub fn with_normalize(&self, mean: &[f32], std: &[f32]) -> Result<Network> {
         let c = self.input_shape[0];
-        let widen = |v: &[f32], what: &str| -> Result<Vec<f32>> {
-            match v.len() {
-                1 => Ok(vec![v[0]; c]),
-                n if n == c => Ok(v.to_vec()),
-                n => Err(Error::input(format!("--normalize: {n} {what} values for a model with {c} input channels"))),
-            }
-        };
-        let (mean, std) = (widen(mean, "mean")?, widen(std, "std")?);
-        if let Some(bad) = mean.iter().chain(&std).find(|v| !v.is_finite()).or(std.iter().find(|&&v| v <= 0.0)) {
-            return Err(Error::input(format!("--normalize: {bad} is not a valid mean/std (std must be > 0)")));
-        }
+        let (mean, std) = super::normalize::per_channel(mean, std, c, "--normalize").map_err(Error::input)?;
         let device = self.device().unwrap_or_else(crate::tensor::default_device);
         let norm = super::Normalize::new(crate::tensor::from_vec(mean, [c], &device), crate::tensor::from_vec(std, [c], &device));
         let mut out = Network::new(self.input_shape);

@@ -29,3 +29,17 @@ impl PerChannel for Normalize {
     }
 }
 
+
+/// Per-channel normalisation constants for `channels` input channels: one value serves every
+/// channel; every value must be finite and every std > 0. `origin` names them in errors.
+pub fn per_channel(mean: &[f32], std: &[f32], channels: usize, origin: &str) -> Result<(Vec<f32>, Vec<f32>), String> {
+    let widen = |v: &[f32]| if v.len() == 1 { vec![v[0]; channels] } else { v.to_vec() };
+    let (m, s) = (widen(mean), widen(std));
+    if m.len() != channels || s.len() != channels {
+        return Err(format!("{origin} has {} mean and {} std values but the input has {channels} channel(s)", mean.len(), std.len()));
+    }
+    if m.iter().any(|v| !v.is_finite()) || s.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+        return Err(format!("{origin} needs finite means and std values > 0"));
+    }
+    Ok((m, s))
+}

@@ -35,6 +35,16 @@ pub struct NetSpec {
     pub nodes: Vec<NodeSpec>,
 }
 
+impl NetSpec {
+    /// This architecture behind a `Normalize` node named `normalize` (every value id shifts by
+    /// one), as `ironbound train` and `convert` build normalised networks.
+    pub fn with_normalize(&self, mean: Vec<f32>, std: Vec<f32>) -> NetSpec {
+        let mut nodes = vec![NodeSpec { name: "normalize".into(), op: OpSpec::Normalize { mean, std }, inputs: vec![0] }];
+        nodes.extend(self.nodes.iter().map(|n| NodeSpec { inputs: n.inputs.iter().map(|v| v + 1).collect(), ..n.clone() }));
+        NetSpec { input_shape: self.input_shape, nodes }
+    }
+}
+
 impl OpSpec {
     /// Shapes of the op's stored parameters, by local name (matches `Op::params`).
     pub fn param_shapes(&self) -> Vec<(&'static str, Vec<usize>)> {

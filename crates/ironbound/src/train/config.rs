@@ -466,14 +466,6 @@ pub fn dataset_statistics(name: DatasetName) -> (Vec<f32>, Vec<f32>) {
     }
 }
 
-/// `spec` with a `Normalize` node first (every value id shifts by one).
-pub fn prepend_normalize(spec: &NetSpec, mean: Vec<f32>, std: Vec<f32>) -> NetSpec {
-    use crate::net::{NodeSpec, OpSpec};
-    let mut nodes = vec![NodeSpec { name: "normalize".into(), op: OpSpec::Normalize { mean, std }, inputs: vec![0] }];
-    nodes.extend(spec.nodes.iter().map(|n| NodeSpec { name: n.name.clone(), op: n.op.clone(), inputs: n.inputs.iter().map(|v| v + 1).collect() }));
-    NetSpec { input_shape: spec.input_shape, nodes }
-}
-
 impl TrainConfig {
     /// Fills defaults and checks every value; errors name the key and its origin.
     pub fn resolve(&self, sources: &Sources) -> Result<Resolved> {
@@ -490,7 +482,7 @@ impl TrainConfig {
         let mut arch = arch::named(&arch_name, dataset.input_shape()).map_err(|e| err("arch", format!("is invalid: {e}")))?;
         if c.normalize {
             let (mean, std) = dataset_statistics(dataset);
-            arch = prepend_normalize(&arch, mean, std);
+            arch = arch.with_normalize(mean, std);
         }
         let method: TrainMethod = c.method.as_deref().ok_or_else(|| missing("method"))?.parse().map_err(|e: Error| err("method", format!("is invalid: {e}")))?;
         c.method = Some(method.name().to_string());

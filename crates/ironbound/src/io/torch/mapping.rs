@@ -13,7 +13,7 @@
 use super::statedict::short;
 use super::{read_state_dict, StateDict, TensorValue};
 use crate::error::{Error, Result};
-use crate::net::{arch, NetSpec, Network, NodeSpec, OpSpec, Shape};
+use crate::net::{arch, NetSpec, Network, Shape};
 use crate::tensor::Device;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -216,23 +216,9 @@ fn fit_by_order(weights: &[(&str, &TensorValue)], layers: &[Vec<Param>]) -> (Has
     (values, m)
 }
 
-/// `spec` with a Normalize node first, named as `ironbound train` names its own.
-fn with_normalization(spec: &NetSpec, n: Normalization) -> NetSpec {
-    let mut nodes = vec![NodeSpec { name: "normalize".into(), op: OpSpec::Normalize { mean: n.mean, std: n.std }, inputs: vec![0] }];
-    nodes.extend(spec.nodes.iter().map(|s| NodeSpec { inputs: s.inputs.iter().map(|v| v + 1).collect(), ..s.clone() }));
-    NetSpec { input_shape: spec.input_shape, nodes }
-}
-
 /// Checks a normalisation against the input's channels; one value serves every channel.
 fn per_channel(n: &Normalization, channels: usize, origin: &str) -> std::result::Result<Normalization, String> {
-    let widen = |v: &[f32]| if v.len() == 1 { vec![v[0]; channels] } else { v.to_vec() };
-    let (mean, std) = (widen(&n.mean), widen(&n.std));
-    if mean.len() != channels || std.len() != channels {
-        return Err(format!("{origin} has {} mean and {} std values but the input has {channels} channel(s)", n.mean.len(), n.std.len()));
-    }
-    if mean.iter().any(|m| !m.is_finite()) || std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        return Err(format!("{origin} needs finite means and std values > 0"));
-    }
+    let (mean, std) = crate::net::normalize::per_channel(&n.mean, &n.std, channels, origin)?;
     Ok(Normalization { mean, std })
 }
 
@@ -248,7 +234,7 @@ fn build(fitted: Fitted, spec: &NetSpec, normalize: Option<&Normalization>, path
         (None, None) => None,
     };
     let spec = match chosen {
-        Some(n) => with_normalization(spec, n),
+        Some(n) => spec.with_normalize(n.mean, n.std),
         None => spec.clone(),
     };
     let mut values = fitted.values;
