@@ -158,6 +158,9 @@ impl Program {
         model.try_set_option("time_limit", f64::INFINITY).map_err(highs_error)?;
         // With binaries present, HiGHS would solve the MILP; its duals would bound nothing.
         model.try_set_option("solve_relaxation", true).map_err(highs_error)?;
+        // Re-solves differ from the last one by a cost vector or a column bound: the simplex
+        // warm-starts from the previous basis, which presolve would throw away.
+        model.try_set_option("presolve", "off").map_err(highs_error)?;
         let solved = model.try_solve().map_err(highs_error)?;
         let solution = solved.get_solution();
         let optimal = solved.status() == HighsModelStatus::Optimal;
@@ -220,6 +223,7 @@ impl Program {
         model.try_set_option("objective_bound", bound).map_err(highs_error)?;
         model.try_set_option("objective_target", target).map_err(highs_error)?;
         model.try_set_option("solve_relaxation", false).map_err(highs_error)?;
+        model.try_set_option("presolve", "choose").map_err(highs_error)?;
         let solved = model.try_solve().map_err(highs_error)?;
         let status = solved.status();
         let point = || solved.get_solution().columns().to_vec();
