@@ -53,11 +53,7 @@ pub fn run(a: Args) -> Result<()> {
     if !matches!(method, CertMethod::Bound(_) | CertMethod::Lp(_) | CertMethod::Milp) {
         return Err(Error::input(format!("method '{method}' decides samples but gives no bounds; use it with `ironbound certify`")));
     }
-    let timeout = match a.timeout {
-        None => DEFAULT_TIMEOUT,
-        Some(t) if t.is_finite() && t > 0.0 => Duration::from_secs_f64(t),
-        Some(t) => return Err(Error::input(format!("--timeout must be a positive number of seconds, got {t}"))),
-    };
+    let timeout = common::timeout(a.timeout, DEFAULT_TIMEOUT)?;
     let eps = check_eps(a.eps)?;
     let clip = match a.clip.as_deref() {
         Some(&[lo, hi]) if lo <= hi => Some((lo, hi)),

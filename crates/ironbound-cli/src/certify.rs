@@ -7,7 +7,6 @@ use ironbound::error::{Error, Result};
 use ironbound::tensor::default_device;
 use ironbound::verify::certify::DEFAULT_TIMEOUT;
 use ironbound::verify::{certify, parse_cert_methods, CertMethod, CertifyConfig, PgdConfig};
-use std::time::Duration;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -67,11 +66,7 @@ pub fn run(a: Args) -> Result<()> {
     if methods.is_empty() {
         return Err(Error::input("--method needs at least one method"));
     }
-    let timeout = match a.timeout {
-        None => DEFAULT_TIMEOUT,
-        Some(t) if t.is_finite() && t > 0.0 => Duration::from_secs_f64(t),
-        Some(t) => return Err(Error::input(format!("--timeout must be a positive number of seconds, got {t}"))),
-    };
+    let timeout = common::timeout(a.timeout, DEFAULT_TIMEOUT)?;
     let name: DatasetName = a.dataset.parse()?;
     let split: Split = a.split.parse()?;
     ironbound::verify::certify::check_eps(a.eps)?;

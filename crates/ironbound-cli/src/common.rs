@@ -72,3 +72,12 @@ pub fn check_output(path: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// `--timeout SECONDS` as a duration (`default` when absent); it must be positive.
+pub fn timeout(secs: Option<f64>, default: std::time::Duration) -> Result<std::time::Duration> {
+    match secs {
+        None => Ok(default),
+        Some(t) if t.is_finite() && t > 0.0 => Ok(std::time::Duration::from_secs_f64(t)),
+        Some(t) => Err(Error::input(format!("--timeout must be a positive number of seconds, got {t}"))),
+    }
+}

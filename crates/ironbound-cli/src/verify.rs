@@ -42,16 +42,9 @@ pub struct Args {
     normalize: common::NormalizeArg,
 }
 
-fn timeout(secs: f64) -> Result<Duration> {
-    if !(secs.is_finite() && secs > 0.0) {
-        return Err(Error::input(format!("--timeout must be a positive number of seconds, got {secs}")));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 /// Loads, checks and decides one instance.
 fn decide(model: &Path, prop_path: &Path, secs: f64, seed: u64, normalize: &common::NormalizeArg) -> Result<Verdict> {
-    let cfg = VerifyConfig { timeout: timeout(secs)?, seed };
+    let cfg = VerifyConfig { timeout: common::timeout(Some(secs), Duration::ZERO)?, seed };
     let prop = vnnlib::read(prop_path)?;
     let net = normalize.load(model, &default_device())?;
     property::check_fits(&net, &prop).map_err(|e| Error::file(prop_path, e))?;
