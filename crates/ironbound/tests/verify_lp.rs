@@ -274,3 +274,17 @@ fn cascades_and_colt_report_their_stages() {
         }
     }
 }
+
+#[test]
+fn a_batch_without_a_correct_sample_is_all_falsified() {
+    let net = mlp(3, &[4, 6, 3]);
+    let (x, flat) = random_inputs(&net, 5, 8, 0.0, 1.0);
+    // Every label wrong: no sample reaches a method.
+    let labels: Vec<usize> = ironbound::loss::predictions(net.forward(x)).iter().map(|p| (p + 1) % 3).collect();
+    let methods = vec!["crown".parse().unwrap(), "milp".parse().unwrap(), "colt".parse().unwrap()];
+    let cfg = CertifyConfig { eps: 0.1, methods, batch_size: 5, pgd: None, clip: None, timeout: Duration::from_secs(10) };
+    let (report, _) = certify(&net, &flat, &labels, &cfg, &dev(), &mut |_| {}).unwrap();
+    for (name, c) in &report.outcomes {
+        assert_eq!((c.certified, c.falsified), (0, 5), "{name}");
+    }
+}

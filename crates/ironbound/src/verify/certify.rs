@@ -221,9 +221,6 @@ fn within(x: &Tensor<4>, region: &Interval, i: usize) -> bool {
 
 /// One method's outcome for each sample (all classified correctly).
 fn outcomes(s: &Samples, method: &CertMethod, cfg: &CertifyConfig, stage_counts: &mut Vec<StageCount>) -> Result<Vec<Outcome>> {
-    if s.len() == 0 {
-        return Ok(Vec::new());
-    }
     let k = s.net.num_outputs();
     let spec = || Spec::margins(&s.labels, k, &s.x.device());
     match method {
@@ -295,11 +292,15 @@ pub fn certify(
         let correct: Vec<bool> = predictions(net.forward(x.clone())).iter().zip(y).map(|(p, t)| p == t).collect();
         let keep: Vec<usize> = (0..m).filter(|&i| correct[i]).collect();
         let batch = Samples::new(net, stages.as_ref(), x.clone(), y.to_vec(), cfg);
-        let right = batch.subset(&keep, cfg);
+        // Only correctly classified samples go to the methods (none: an empty selection).
+        let right = (!keep.is_empty()).then(|| batch.subset(&keep, cfg));
         for method in &cfg.methods {
             let t0 = Instant::now();
             let counts = cascade_stages.entry(method.name()).or_default();
-            let got = outcomes(&right, method, cfg, counts)?;
+            let got = match &right {
+                Some(right) => outcomes(right, method, cfg, counts)?,
+                None => Vec::new(),
+            };
             let mut all = vec![Outcome::Falsified; m];
             for (&i, o) in keep.iter().zip(got) {
                 all[i] = o;
