@@ -318,3 +318,45 @@ fn export_to_a_bad_path_fails_and_leaves_nothing() {
     assert_eq!(entries, vec![std::ffi::OsString::from("occupied.onnx")]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The layouts of VNN-COMP's models import and compute what ONNX says: ACAS Xu's opset-8
+/// `[1, 1, 1, 5]` input with a per-element `Sub` before `Flatten` + `MatMul`, mnistfc's
+/// `[1, F, 1]` input, and the test networks' batch-less `[F]` input.
+#[test]
+fn vnncomp_input_layouts_import() {
+    use ironbound::tensor::{from_vec, to_vec};
+    let w: Vec<f32> = (0..8).map(|i| i as f32 * 0.25 - 1.0).collect(); // [4, 2], MatMul layout
+    let x = [0.3f32, -0.2, 0.9, 0.5];
+    let mean = [0.1f32, 0.2, -0.3, 0.4];
+    let want: Vec<f32> = (0..2).map(|j| (0..4).map(|i| (x[i] - mean[i]) * w[i * 2 + j]).sum::<f32>() + [1.0, 2.0][j]).collect();
+    let layouts: [(&str, Vec<Option<usize>>, i64); 3] =
+        [("acasxu", vec![Some(1), Some(1), Some(1), Some(4)], 8), ("mnistfc", vec![Some(1), Some(4), Some(1)], 9), ("batchless", vec![Some(4)], 13)];
+    for (name, dims, opset) in layouts {
+        let mean_dims: Vec<usize> = dims.iter().map(|d| d.unwrap()).collect();
+        let mut m = simple_model(
+            vec![
+                NodeProto::new("Sub", "sub", &["x", "mean"], &["c"], vec![]),
+                NodeProto::new("Flatten", "flat", &["c"], &["f"], vec![]),
+                NodeProto::new("MatMul", "mm", &["f", "w"], &["p"], vec![]),
+                NodeProto::new("Add", "add", &["p", "b"], &["y"], vec![]),
+            ],
+            vec![TensorProto::from_f32("mean", &mean_dims, &mean), TensorProto::from_f32("w", &[4, 2], &w), TensorProto::from_f32("b", &[2], &[1.0, 2.0])],
+            opset,
+        );
+        graph(&mut m).input[0] = ValueInfoProto::float_tensor("x", &dims);
+        if name == "batchless" {
+            // Flatten of a rank-1 tensor is not defined in ONNX: the test networks go straight
+            // to MatMul.
+            let g = graph(&mut m);
+            g.node.remove(1);
+            g.node[1].input[0] = "c".into();
+        }
+        let net = onnx::import_bytes(&m.to_bytes(), &format!("{name}.onnx"), &default_device()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(ironbound::net::numel(&net.input_shape()), 4, "{name}");
+        let [c, h, wd] = net.input_shape();
+        let got = to_vec(net.forward(from_vec(x.to_vec(), [1, c, h, wd], &default_device())));
+        for (g, e) in got.iter().zip(&want) {
+            assert!((g - e).abs() < 1e-5, "{name}: {got:?} vs {want:?}");
+        }
+    }
+}
