@@ -1,7 +1,10 @@
 //! NumPy `.npy` / `.npz` input and output (float32 tensors, int64 labels).
 
+mod header;
+
 use super::atomic;
 use crate::error::{Error, Result};
+use header::{Header, Kind};
 use npyz::WriterBuilder;
 use std::io::{Read, Seek};
 use std::path::Path;
@@ -17,54 +20,100 @@ fn bad(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::file(path, e)
 }
 
-fn read_npy<R: Read>(npy: npyz::NpyFile<R>, path: &Path) -> Result<Array<f64>> {
-    if npy.order() == npyz::Order::Fortran {
-        return Err(bad(path, "Fortran-ordered arrays are not supported; save with np.ascontiguousarray"));
+/// Data is read in pieces of at most this size, so memory grows with the bytes that really
+/// arrive rather than with what a header claims (an `.npz` member's sizes are claims too).
+const READ_CHUNK: usize = 1 << 26;
+
+/// Reads one `.npy` stream of `avail` bytes (the file's size, or an `.npz` member's).
+/// Every size the file states is checked against `avail` before anything is allocated.
+fn read_npy<R: Read>(mut r: R, avail: u64, path: &Path, what: &str) -> Result<Array<f64>> {
+    let err = |e: String| bad(path, format!("{what}{e}"));
+    let mut start = [0u8; 8];
+    r.read_exact(&mut start).map_err(|_| err("too short to be a .npy file".into()))?;
+    if &start[..6] != header::MAGIC {
+        return Err(err("not a .npy file (bad magic)".into()));
     }
-    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
-    let descr = npy.dtype().descr();
-    let data: Vec<f64> = match descr.trim_matches('\'').trim_start_matches(['<', '|', '=']) {
-        "f4" => npy.into_vec::<f32>().map(|v| v.into_iter().map(f64::from).collect()),
-        "f8" => npy.into_vec::<f64>(),
-        "i8" => npy.into_vec::<i64>().map(|v| v.into_iter().map(|x| x as f64).collect()),
-        "i4" => npy.into_vec::<i32>().map(|v| v.into_iter().map(f64::from).collect()),
-        "u1" => npy.into_vec::<u8>().map(|v| v.into_iter().map(f64::from).collect()),
-        "i1" => npy.into_vec::<i8>().map(|v| v.into_iter().map(f64::from).collect()),
-        other => return Err(bad(path, format!("unsupported dtype '{other}' (use float32, float64 or an integer type)"))),
+    let prefix = header::prefix_len(start[6], start[7]).map_err(err)?;
+    let mut len_field = [0u8; 4];
+    r.read_exact(&mut len_field[..prefix - 8]).map_err(|_| err("truncated .npy header".into()))?;
+    let header_len = u32::from_le_bytes(len_field) as usize;
+    if header_len > header::MAX_HEADER_LEN {
+        return Err(err(format!("header length {header_len} exceeds the {} bytes a .npy header may have", header::MAX_HEADER_LEN)));
     }
-    .map_err(|e| bad(path, format!("cannot read array data: {e}")))?;
-    if data.len() != shape.iter().product::<usize>() {
-        return Err(bad(path, "array data is shorter than its shape"));
+    let data_avail = avail
+        .checked_sub((prefix + header_len) as u64)
+        .ok_or_else(|| err(format!("header length {header_len} is longer than the file ({avail} bytes)")))?;
+    let mut text = vec![0u8; header_len];
+    r.read_exact(&mut text).map_err(|_| err("truncated .npy header".into()))?;
+    let h: Header = header::parse(&text).map_err(|e| err(format!("invalid .npy header: {e}")))?;
+    if h.fortran_order && h.shape.iter().filter(|&&d| d > 1).count() > 1 {
+        return Err(err("Fortran-ordered arrays are not supported; save with np.ascontiguousarray".into()));
     }
-    Ok(Array { shape, data })
+    let needed = h.data_len().map_err(err)?;
+    if needed as u64 > data_avail {
+        return Err(err(format!("shape {:?} needs {needed} bytes of data but only {data_avail} follow the header", h.shape)));
+    }
+    let mut bytes = Vec::with_capacity(needed.min(READ_CHUNK));
+    r.take(needed as u64).read_to_end(&mut bytes).map_err(|e| err(format!("cannot read array data: {e}")))?;
+    if bytes.len() != needed {
+        return Err(err(format!("array data is shorter than its shape {:?} ({} of {needed} bytes)", h.shape, bytes.len())));
+    }
+    Ok(Array { data: decode(&bytes, &h), shape: h.shape })
+}
+
+fn decode(bytes: &[u8], h: &Header) -> Vec<f64> {
+    fn arr<const N: usize>(c: &[u8]) -> [u8; N] {
+        let mut a = [0u8; N];
+        a.copy_from_slice(c);
+        a
+    }
+    macro_rules! each {
+        ($t:ty, $n:literal) => {
+            bytes
+                .chunks_exact($n)
+                .map(|c| (if h.little_endian { <$t>::from_le_bytes(arr(c)) } else { <$t>::from_be_bytes(arr(c)) }) as f64)
+                .collect()
+        };
+    }
+    match h.kind {
+        Kind::F4 => each!(f32, 4),
+        Kind::F8 => each!(f64, 8),
+        Kind::I1 => each!(i8, 1),
+        Kind::I2 => each!(i16, 2),
+        Kind::I4 => each!(i32, 4),
+        Kind::I8 => each!(i64, 8),
+        Kind::U1 => each!(u8, 1),
+        Kind::U2 => each!(u16, 2),
+        Kind::U4 => each!(u32, 4),
+        Kind::U8 => each!(u64, 8),
+    }
 }
 
 fn read_npz<R: Read + Seek>(reader: R, path: &Path, preferred: &[&str]) -> Result<Array<f64>> {
-    let mut npz = npyz::npz::NpzArchive::new(reader).map_err(|e| bad(path, format!("not a valid .npz archive: {e}")))?;
-    let names: Vec<String> = npz.array_names().map(str::to_owned).collect();
+    let mut zip = zip::ZipArchive::new(reader).map_err(|e| bad(path, format!("not a valid .npz archive: {e}")))?;
+    let names: Vec<String> = zip.file_names().filter_map(|n| n.strip_suffix(".npy")).map(str::to_owned).collect();
     let name = preferred
         .iter()
         .find(|p| names.iter().any(|n| n == *p))
         .map(|s| s.to_string())
         .or_else(|| (names.len() == 1).then(|| names[0].clone()))
         .ok_or_else(|| bad(path, format!("expected one array or one named {preferred:?}, found {names:?}")))?;
-    let npy = npz.by_name(&name).map_err(|e| bad(path, e))?.ok_or_else(|| bad(path, format!("array {name} missing")))?;
-    read_npy(npy, path)
+    let member = zip.by_name(&format!("{name}.npy")).map_err(|e| bad(path, format!("array {name}: {e}")))?;
+    let size = member.size();
+    read_npy(member, size, path, &format!("array {name}: "))
 }
 
 /// Reads an array from `.npy`, or from `.npz` (its only array, or the first of `preferred`).
 fn read_any(path: &Path, preferred: &[&str]) -> Result<Array<f64>> {
     let file = std::fs::File::open(path).map_err(|e| bad(path, format!("cannot open: {e}")))?;
+    let size = file.metadata().map_err(|e| bad(path, format!("cannot open: {e}")))?.len();
     let mut reader = std::io::BufReader::new(file);
     let mut magic = [0u8; 4];
     reader.read_exact(&mut magic).map_err(|_| bad(path, "file is too short to be .npy or .npz"))?;
     reader.rewind().map_err(|e| bad(path, e))?;
     match &magic {
         b"PK\x03\x04" => read_npz(reader, path, preferred),
-        [0x93, b'N', b'U', b'M'] => {
-            let npy = npyz::NpyFile::new(reader).map_err(|e| bad(path, format!("not a valid .npy file: {e}")))?;
-            read_npy(npy, path)
-        }
+        [0x93, b'N', b'U', b'M'] => read_npy(reader, size, path, ""),
         _ => Err(bad(path, "not a .npy or .npz file")),
     }
 }
@@ -169,5 +218,94 @@ mod tests {
         let l = tmp("labels.npy");
         write_npy(&l, &[2], &[1.0, 2.5]).unwrap();
         assert!(read_labels(&l).is_err());
+    }
+
+    /// A `.npy` file: `version` 1 or 2, the header text padded as NumPy pads it, then `data`.
+    fn npy_bytes(version: u8, header: &str, data: &[u8]) -> Vec<u8> {
+        let mut h = header.as_bytes().to_vec();
+        let prefix = if version == 1 { 10 } else { 12 };
+        while (prefix + h.len() + 1) % 64 != 0 {
+            h.push(b' ');
+        }
+        h.push(b'\n');
+        let mut out = header::MAGIC.to_vec();
+        out.extend([version, 0]);
+        match version {
+            1 => out.extend((h.len() as u16).to_le_bytes()),
+            _ => out.extend((h.len() as u32).to_le_bytes()),
+        }
+        out.extend(h);
+        out.extend(data);
+        out
+    }
+
+    fn read_err(name: &str, bytes: &[u8]) -> String {
+        let p = tmp(name);
+        std::fs::write(&p, bytes).unwrap();
+        let e = read_f32(&p, &[]).expect_err(name).to_string();
+        assert!(e.contains(name) && !e.contains('\n'), "{e}");
+        e
+    }
+
+    #[test]
+    fn reads_numpy_layouts() {
+        let p = tmp("be.npy");
+        let data: Vec<u8> = [1.5f64, -2.0].iter().flat_map(|v| v.to_be_bytes()).collect();
+        std::fs::write(&p, npy_bytes(2, "{'descr': '>f8', 'fortran_order': False, 'shape': (2,), }", &data)).unwrap();
+        assert_eq!(read_f32(&p, &[]).unwrap().data, vec![1.5, -2.0]);
+        let p = tmp("u1.npy");
+        std::fs::write(&p, npy_bytes(1, "{'descr': '|u1', 'fortran_order': False, 'shape': (1, 3), }", &[0, 7, 255])).unwrap();
+        assert_eq!(read_labels(&p).unwrap(), Array { shape: vec![1, 3], data: vec![0, 7, 255] });
+        let p = tmp("fortran.npy");
+        std::fs::write(&p, npy_bytes(1, "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", &[0; 16])).unwrap();
+        assert!(read_f32(&p, &[]).unwrap_err().to_string().contains("Fortran"));
+    }
+
+    #[test]
+    fn shape_overflow_is_an_error() {
+        // 2^32 * 2^32 wraps to 0 in u64: the data check must not be fooled by it.
+        let big = 1u64 << 32;
+        read_err("overflow.npy", &npy_bytes(1, &format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({big}, {big}), }}"), &[]));
+        read_err("overflow2.npy", &npy_bytes(1, &format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({}, ), }}", u64::MAX / 4), &[]));
+    }
+
+    #[test]
+    fn nested_braces_header_fails_fast() {
+        let mut h = "{'descr': ".to_string();
+        h.push_str(&"{".repeat(90));
+        let e = read_err("braces.npy", &npy_bytes(1, &h, &[]));
+        assert!(e.contains("invalid .npy header"), "{e}");
+    }
+
+    #[test]
+    fn huge_claims_fail_before_allocating() {
+        // A version-2 length field near 2^32 in a 12-byte file.
+        let mut b = header::MAGIC.to_vec();
+        b.extend([2, 0]);
+        b.extend(0xffff_fff0u32.to_le_bytes());
+        assert!(read_err("hugeheader.npy", &b).contains("header length"));
+        // A header within the cap but longer than the file.
+        let mut b = header::MAGIC.to_vec();
+        b.extend([2, 0]);
+        b.extend(60_000u32.to_le_bytes());
+        b.extend(b"{'descr'");
+        assert!(read_err("longheader.npy", &b).contains("longer than the file"));
+        // 10^12 elements claimed by a file with 8 bytes of data.
+        let e = read_err("claims.npy", &npy_bytes(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000000), }", &[0; 8]));
+        assert!(e.contains("needs 4000000000000 bytes"), "{e}");
+        // The same inside an .npz member.
+        let z = tmp("claims.npz");
+        let mut w = zip::ZipWriter::new(std::fs::File::create(&z).unwrap());
+        w.start_file("x.npy", zip::write::FileOptions::default()).unwrap();
+        std::io::Write::write_all(&mut w, &npy_bytes(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000000), }", &[0; 8])).unwrap();
+        w.finish().unwrap();
+        let e = read_f32(&z, &["x"]).unwrap_err().to_string();
+        assert!(e.contains("claims.npz") && e.contains("array x") && e.contains("needs"), "{e}");
+    }
+
+    #[test]
+    fn truncated_data_is_an_error() {
+        let e = read_err("short.npy", &npy_bytes(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", &[0; 8]));
+        assert!(e.contains("needs 12 bytes"), "{e}");
     }
 }
