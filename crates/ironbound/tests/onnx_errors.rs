@@ -360,3 +360,18 @@ fn vnncomp_input_layouts_import() {
         }
     }
 }
+
+#[test]
+fn non_finite_or_huge_initializers_are_errors() {
+    for (value, name, needle) in [(f32::NAN, "nan_weight", "non-finite"), (f32::NEG_INFINITY, "inf_weight", "non-finite"), (2e36, "huge_weight", "beyond")] {
+        let mut m = gemm_model();
+        let mut w = vec![0.5; 8];
+        w[3] = value;
+        graph(&mut m).initializer[0] = TensorProto::from_f32("fc.weight", &[2, 4], &w);
+        let e = import_err(&m.to_bytes(), &format!("{name}.onnx")).to_string();
+        assert!(e.contains(needle) && e.contains("index 3") && !e.contains('\n'), "{name}: {e}");
+    }
+    let mut m = gemm_model();
+    graph(&mut m).initializer[1] = TensorProto::from_f32("fc.bias", &[2], &[1.0, f32::NAN]);
+    assert!(import_err(&m.to_bytes(), "nan_bias.onnx").to_string().contains("non-finite"));
+}

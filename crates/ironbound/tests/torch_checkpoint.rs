@@ -179,3 +179,13 @@ fn a_short_zip_member_is_a_truncated_storage() {
     let e = err_of(parse_state_dict(&zip, Path::new("ckpt.pt")));
     assert_eq!(e, "ckpt.pt: truncated storage 'tiny_zip/data/2'");
 }
+
+#[test]
+fn non_finite_or_huge_weights_are_rejected_naming_the_checkpoint() {
+    for (value, what) in [(f32::NAN, "non-finite"), (f32::INFINITY, "non-finite"), (1e35, "beyond")] {
+        let mut state = read_state_dict(&fixture("tiny_zip.pt")).unwrap();
+        state[2].1.data[7] = value;
+        let e = err_of(fit(&state, &tiny(1), "tiny", None, Path::new("bad.pt"), &default_device()));
+        assert!(e.starts_with("bad.pt: parameter ") && e.contains(what) && e.contains("index 7"), "{e}");
+    }
+}

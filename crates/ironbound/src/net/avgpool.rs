@@ -29,13 +29,18 @@ impl AvgPool2d {
 
 impl AffineLayer for AvgPool2d {
     fn output_shape(&self, input: &Shape) -> Result<Shape> {
+        // Checked: kernel, stride and padding come from model files.
         let out = |d: usize| {
-            let padded = input[d + 1] + 2 * self.padding[d];
-            (padded >= self.kernel[d] && self.stride[d] > 0).then(|| (padded - self.kernel[d]) / self.stride[d] + 1)
+            let padded = self.padding[d].checked_mul(2)?.checked_add(input[d + 1])?;
+            let (k, s) = (self.kernel[d], self.stride[d]);
+            (k > 0 && s > 0 && padded >= k).then(|| (padded - k) / s + 1)
         };
         match (out(0), out(1)) {
             (Some(h), Some(w)) => Ok([input[0], h, w]),
-            _ => Err(Error::input(format!("avgpool kernel {:?} does not fit input {:?}", self.kernel, input))),
+            _ => Err(Error::input(format!(
+                "avgpool kernel {:?} with stride {:?} and padding {:?} does not fit input {:?} (kernel and stride must be >= 1)",
+                self.kernel, self.stride, self.padding, input
+            ))),
         }
     }
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {

@@ -39,10 +39,12 @@ impl Conv2d {
         ConvOptions::new(self.stride, self.padding, [1, 1], 1)
     }
 
+    /// Output size along `dim`, `None` when the kernel does not fit, the stride or kernel is
+    /// 0, or the padded size overflows (all reachable from a hostile model file).
     fn out_size(&self, input: usize, dim: usize) -> Option<usize> {
-        let padded = input + 2 * self.padding[dim];
-        let k = self.kernel()[dim];
-        (padded >= k).then(|| (padded - k) / self.stride[dim] + 1)
+        let padded = self.padding[dim].checked_mul(2)?.checked_add(input)?;
+        let (k, s) = (self.kernel()[dim], self.stride[dim]);
+        (k > 0 && s > 0 && padded >= k).then(|| (padded - k) / s + 1)
     }
 }
 
@@ -56,13 +58,14 @@ impl AffineLayer for Conv2d {
             )));
         }
         match (self.out_size(input[1], 0), self.out_size(input[2], 1)) {
-            (Some(h), Some(w)) if self.stride[0] > 0 && self.stride[1] > 0 => Ok([self.out_channels(), h, w]),
+            (Some(h), Some(w)) => Ok([self.out_channels(), h, w]),
             _ => Err(Error::input(format!(
-                "conv2d kernel {:?} does not fit input {}x{} with padding {:?}",
+                "conv2d kernel {:?} with stride {:?} and padding {:?} does not fit input {}x{} (kernel and stride must be >= 1)",
                 self.kernel(),
+                self.stride,
+                self.padding,
                 input[1],
-                input[2],
-                self.padding
+                input[2]
             ))),
         }
     }

@@ -40,6 +40,11 @@ impl Network {
             other => other.as_affine().map(|a| a.output_shape(&self.shapes[inputs[0]])).unwrap_or_else(|| unreachable!()),
         }
         .map_err(|e| Error::input(format!("node {name}: {e}")))?;
+        // Bounded so that later shape products cannot overflow and a hostile padding cannot
+        // ask for an absurd allocation.
+        if super::spec::checked_numel(&shape).is_none() {
+            return Err(Error::input(format!("node {name}: its output of shape {shape:?} per sample is too large")));
+        }
         self.nodes.push(Node { name, op, inputs: inputs.to_vec() });
         self.shapes.push(shape);
         Ok(self.shapes.len() - 1)

@@ -239,4 +239,9 @@ fn build(fitted: Fitted, spec: &NetSpec, normalize: Option<&Normalization>, path
     };
     let mut values = fitted.values;
     spec.build(device, &mut |name, _| values.remove(name).ok_or_else(|| Error::internal(format!("parameter {name} was not assigned"))))
+        // A bad value in the checkpoint (NaN weight, say) is the checkpoint's fault: name it.
+        .map_err(|e| match e {
+            Error::InvalidInput(m) => Error::file(path, m),
+            other => other,
+        })
 }
