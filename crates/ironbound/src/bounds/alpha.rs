@@ -31,7 +31,13 @@ pub fn optimise(net: &Network, bounds: &[Option<Interval>], spec: &Spec, iterati
     }
     let mut relus = Vec::new();
     let mut alphas: Vec<Tensor<3>> = Vec::new();
+    let reaches = reaches_output(net);
     for (i, node) in net.nodes().iter().enumerate() {
+        // A ReLU off every path to the output (a dangling branch of a graph) has no slope that
+        // could move the bound: it gets none, rather than a parameter without a gradient.
+        if !reaches[i + 1] {
+            continue;
+        }
         let (Op::Relu, Some(b)) = (&node.op, &bounds[node.inputs[0]]) else { continue };
         let b = b.detach();
         let crown = RowLines::from_lines(&relu::lines(&b.lo, &b.hi, ReluLower::Adaptive));
@@ -72,6 +78,11 @@ pub fn optimise(net: &Network, bounds: &[Option<Interval>], spec: &Spec, iterati
         let tracked: Vec<Tensor<3>> = alphas.iter().map(|a| a.clone().autodiff().require_grad()).collect();
         let lb = run(&tracked);
         best = best.max_pair(lb.clone().detach().without_autodiff());
+        if !lb.is_tracked() {
+            // No slope reaches the bound (every one was masked out): nothing to optimise, and
+            // backward would panic on an untracked tensor.
+            break;
+        }
         let grads = lb.sum().neg().backward();
         let (c1, c2) = (1.0 - BETA1.powi(step as i32), 1.0 - BETA2.powi(step as i32));
         for ((a, t), s) in alphas.iter_mut().zip(&tracked).zip(states.iter_mut()) {
@@ -86,4 +97,62 @@ pub fn optimise(net: &Network, bounds: &[Option<Interval>], spec: &Spec, iterati
         best = best.max_pair(run(&alphas).detach());
     }
     Ok(best)
+}
+
+/// `reaches[v]`: whether value v feeds the network output (the output reaches itself).
+fn reaches_output(net: &Network) -> Vec<bool> {
+    let mut reaches = vec![false; net.output_value() + 1];
+    reaches[net.output_value()] = true;
+    for (i, node) in net.nodes().iter().enumerate().rev() {
+        if reaches[i + 1] {
+            for &v in &node.inputs {
+                reaches[v] = true;
+            }
+        }
+    }
+    reaches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bounds::{input_region, Method};
+    use crate::net::{NetSpec, NodeSpec, OpSpec};
+    use crate::tensor::{default_device, from_vec, to_vec};
+
+    /// x -> fc1 -> relu (a branch that goes nowhere); x -> fc2 -> relu -> fc3 (the output),
+    /// and the same without the second ReLU, so that no slope reaches the output at all.
+    fn dangling(with_live_relu: bool) -> Network {
+        let node = |name: &str, op, inputs: Vec<usize>| NodeSpec { name: name.into(), op, inputs };
+        let fc = |i, o| OpSpec::Linear { in_features: i, out_features: o };
+        let mut nodes = vec![node("fc1", fc(3, 4), vec![0]), node("dead", OpSpec::Relu, vec![1]), node("fc2", fc(3, 5), vec![0])];
+        let mut last = 3;
+        if with_live_relu {
+            nodes.push(node("relu", OpSpec::Relu, vec![3]));
+            last = 4;
+        }
+        nodes.push(node("fc3", fc(5, 2), vec![last]));
+        NetSpec { input_shape: [3, 1, 1], nodes }.init(7, &default_device()).unwrap()
+    }
+
+    #[test]
+    fn dangling_relu_branches_get_no_slopes_and_bounds_stay_sound() {
+        let device = default_device();
+        for live in [false, true] {
+            let net = dangling(live);
+            let x = from_vec(vec![0.2, -0.4, 0.9, 0.0, 0.5, -1.0], [2, 3, 1, 1], &device);
+            let region = input_region(&x, 0.3, None);
+            let (lo, _) = crate::bounds::output_bounds(&net, &region, &Method::AlphaCrown.relaxation()).unwrap();
+            let (crown, _) = crate::bounds::output_bounds(&net, &region, &Method::Crown.relaxation()).unwrap();
+            let (lo, crown) = (to_vec(lo), to_vec(crown));
+            // Never looser than CROWN, and below the outputs of sampled points of the box.
+            assert!(lo.iter().zip(&crown).all(|(a, c)| a >= &(c - 1e-5)), "live {live}: {lo:?} vs {crown:?}");
+            let xs = to_vec(x.clone());
+            for corner in 0..8usize {
+                let pt: Vec<f32> = (0..6).map(|j| xs[j] + if corner >> (j % 3) & 1 == 1 { 0.3 } else { -0.3 }).collect();
+                let y = to_vec(net.forward(from_vec(pt, [2, 3, 1, 1], &device)));
+                assert!(y.iter().zip(&lo).all(|(y, l)| y >= &(l - 1e-5)), "live {live}: {y:?} below {lo:?}");
+            }
+        }
+    }
 }
