@@ -46,17 +46,23 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     // HiGHS reports every time-limited MILP as a warning; the certify report counts those.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{},highs=error", cli.log)));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     // A panic is a bug; report it on one line with exit code 1 instead of a backtrace.
     std::panic::set_hook(Box::new(|info| {
+        if ironbound::error::panic_expected() {
+            return; // the library turns this panic into an error of its own
+        }
         let msg = info.payload().downcast_ref::<&str>().map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
         let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        eprintln!("ironbound: internal error{at}: {msg} (please report this)");
+        eprintln!("ironbound: internal error{at}: {} (please report this)", one_line(&msg));
     }));
     let result = std::panic::catch_unwind(|| match cli.command {
         Command::Bounds(a) => bounds::run(a),
@@ -70,9 +76,37 @@ fn main() -> ExitCode {
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
-            eprintln!("ironbound: {e}");
+            eprintln!("ironbound: {}", one_line(&e.to_string()));
             ExitCode::from(e.exit_code() as u8)
         }
         Err(_) => ExitCode::from(1),
     }
+}
+
+/// The arguments, or the exit code of a usage error already reported on one line. `--help`
+/// and `--version` print their full text and exit 0 as usual.
+fn parse_args() -> Result<Cli, ExitCode> {
+    use clap::error::ErrorKind;
+    Cli::try_parse().map_err(|e| match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => e.exit(),
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // clap would print the whole help text to stderr here.
+            eprintln!("ironbound: arguments are missing (see --help)");
+            ExitCode::from(2)
+        }
+        _ => {
+            // clap's first line is the problem ("error: unexpected argument '--x' found");
+            // the usage and tips that follow are what --help shows.
+            let text = e.to_string();
+            let first = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("invalid arguments");
+            eprintln!("ironbound: {} (see --help)", first.strip_prefix("error: ").unwrap_or(first));
+            ExitCode::from(2)
+        }
+    })
+}
+
+/// A message on one line (lines joined by "; "): the contract promises one line of stderr
+/// per error, and some messages (from other crates) embed newlines.
+fn one_line(msg: &str) -> String {
+    msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
 }

@@ -59,3 +59,23 @@ macro_rules! ensure_input {
         }
     };
 }
+
+thread_local! {
+    static EXPECTING_PANIC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs third-party code that may panic on malformed input (a parser fed a hostile file),
+/// turning a panic into `Err(())`. While it runs, [`panic_expected`] is true on this thread,
+/// so that a process-wide panic hook (the CLI's, which reports a bug on stderr) stays quiet
+/// and the caller's one-line error is the only message.
+pub fn catch_panic<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> std::result::Result<T, ()> {
+    let before = EXPECTING_PANIC.with(|e| e.replace(true));
+    let result = std::panic::catch_unwind(f);
+    EXPECTING_PANIC.with(|e| e.set(before));
+    result.map_err(|_| ())
+}
+
+/// Whether the current thread is inside [`catch_panic`].
+pub fn panic_expected() -> bool {
+    EXPECTING_PANIC.with(|e| e.get())
+}

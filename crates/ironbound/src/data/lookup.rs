@@ -231,7 +231,7 @@ pub(crate) fn load_with(name: DatasetName, split: Split, search: &Search) -> Res
                 Probe::Absent => {}
             }
         }
-        let mut line = format!("  - {} ({}): not found", root.dir.display(), root.origin);
+        let mut line = format!("{} ({}): not found", root.dir.display(), root.origin);
         if !notes.is_empty() {
             line = format!("{line}; {}", notes.join("; "));
         }
@@ -271,34 +271,41 @@ fn unavailable_message(
     download_note: &str,
     mirror: Option<&str>,
 ) -> String {
-    let mut msg = format!(
-        "dataset {name} ({split} split) not found. Needed: {}.\n\
-         Searched (in each place both <dir>/{name}/ and <dir>/ itself):\n{}\n{download_note}\n\
-         To fix, do one of:\n  \
-         - put the files in DIR/{name}/ and pass --data-dir DIR (or set IRONBOUND_DATA=DIR);\n",
-        describe_files(name, split),
-        searched.join("\n"),
-    );
+    // One line (the CLI prints every error on one line): sentences, and "; " between the
+    // places searched and between the ways to fix it.
+    let mut fixes = vec![format!(
+        "put the files in DIR/{name}/ and pass --data-dir DIR (or set IRONBOUND_DATA=DIR)"
+    )];
     if name == DatasetName::FashionMnist {
-        msg.push_str("  - on Debian/Ubuntu: apt install dataset-fashion-mnist;\n");
+        fixes.push("on Debian/Ubuntu: apt install dataset-fashion-mnist".into());
     }
     let urls: Vec<String> = download::remote_files(name, split)
         .iter()
         .map(|r| download::url_for(name, r, mirror))
         .collect();
-    let fetch_yourself = if name == DatasetName::Cifar10 {
+    fixes.push(if name == DatasetName::Cifar10 {
         format!(
             "download {} and unpack it in DIR/{name}/ (tar xzf)",
             urls.join(" ")
         )
     } else {
         format!("download {} into DIR/{name}/", urls.join(" "))
-    };
-    msg.push_str(&format!(
-        "  - {fetch_yourself}, or run again with network access so ironbound can download \
-         them (set IRONBOUND_MIRROR to use a mirror)."
-    ));
-    msg
+    });
+    fixes.push(
+        "run again with network access so ironbound can download them \
+         (set IRONBOUND_MIRROR to use a mirror)"
+            .into(),
+    );
+    let note = download_note.trim_end_matches('.');
+    let msg = format!(
+        "dataset {name} ({split} split) not found. Needed: {}. Searched (in each place both \
+         <dir>/{name}/ and <dir>/ itself): {}. {note}. To fix, do one of: {}.",
+        describe_files(name, split),
+        searched.join("; "),
+        fixes.join("; or "),
+    );
+    // The download note carries other crates' error text, which may hold newlines.
+    msg.replace(['\r', '\n'], " ")
 }
 
 #[cfg(test)]
@@ -522,6 +529,7 @@ mod tests {
         ] {
             assert!(msg.contains(needle), "message lacks {needle:?}:\n{msg}");
         }
+        assert!(!msg.contains('\n'), "one line: {msg}");
         let err =
             load_with(DatasetName::Svhn, Split::Train, &search(&[(a.path(), "x")])).unwrap_err();
         let msg = err.to_string();

@@ -97,7 +97,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<MatFile> {
     check_header(path, bytes)?;
     // matfile is third-party code fed untrusted bytes and can panic on some malformed
     // inputs (e.g. dimension overflow); turn that into an error instead of a crash.
-    let parsed = std::panic::catch_unwind(|| MatFile::parse(bytes));
+    let parsed = crate::error::catch_panic(|| MatFile::parse(bytes));
     match parsed {
         Ok(Ok(mat)) => Ok(mat),
         Ok(Err(e)) => Err(Error::file(
@@ -158,10 +158,11 @@ pub(crate) fn load(path: &Path) -> Result<(Vec<f32>, Vec<u8>)> {
     let NumericData::UInt8 { real: xs, .. } = x.data() else {
         return Err(Error::file(path, "X is not uint8"));
     };
-    if xs.len() != n * PIXELS {
+    // Checked: N comes from the file's dimensions, which need not match its data.
+    if n.checked_mul(PIXELS) != Some(xs.len()) {
         return Err(Error::file(
             path,
-            format!("X holds {} values, expected {}", xs.len(), n * PIXELS),
+            format!("X holds {} values, expected {n} x {PIXELS}", xs.len()),
         ));
     }
 
