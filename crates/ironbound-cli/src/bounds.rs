@@ -56,8 +56,8 @@ pub fn run(a: Args) -> Result<()> {
     let timeout = common::timeout(a.timeout, DEFAULT_TIMEOUT)?;
     let eps = check_eps(a.eps)?;
     let clip = match a.clip.as_deref() {
-        Some(&[lo, hi]) if lo <= hi => Some((lo, hi)),
-        Some(c) => return Err(Error::input(format!("--clip needs MIN <= MAX, got {c:?}"))),
+        Some(&[lo, hi]) if lo.is_finite() && hi.is_finite() && lo <= hi => Some((lo, hi)),
+        Some(c) => return Err(Error::input(format!("--clip needs finite MIN <= MAX, got {c:?}"))),
         None => None,
     };
     common::check_output(&a.out)?;
@@ -67,7 +67,9 @@ pub fn run(a: Args) -> Result<()> {
     let shape = net.input_shape();
     let per: usize = shape.iter().product();
     let n = x.shape.first().copied().unwrap_or(0);
-    if x.shape.len() < 2 || n * per != x.data.len() {
+    // Checked: the row count comes from the file's header and may be huge when another
+    // dimension is 0.
+    if x.shape.len() < 2 || n.checked_mul(per) != Some(x.data.len()) {
         return Err(Error::file(&a.input, format!("has shape {:?}, expected [N, {}] or [N, {}, {}, {}] for this model", x.shape, per, shape[0], shape[1], shape[2])));
     }
     let k = net.num_outputs();
@@ -116,6 +118,18 @@ pub fn run(a: Args) -> Result<()> {
         bar.set_position(end as u64);
     }
     bar.finish_and_clear();
+    // Float32 overflow (weights or inputs too large) gives inf or NaN bounds; a NaN bound
+    // holds nothing, so none is written, and neither is an infinite one.
+    for (what, v) in [("lower", &lower), ("upper", &upper), ("margin_lower", &margins)] {
+        if let Some(i) = v.iter().position(|b| !b.is_finite()) {
+            return Err(Error::input(format!(
+                "the {what} bound of row {}, output {} is {}: float32 overflowed (the model's weights or the inputs are too large to bound)",
+                i / k.max(1),
+                i % k.max(1),
+                v[i]
+            )));
+        }
+    }
     let dims = [n, k];
     let mut arrays: Vec<(&str, &[usize], &[f32])> = vec![("lower", &dims, &lower), ("upper", &dims, &upper)];
     if labels.is_some() {

@@ -151,3 +151,261 @@ fn certify_reports_contract_keys_on_mnist_test() {
         assert!(c <= pgd + 1e-12 && pgd <= clean + 1e-12, "{m}: certified {c} <= pgd {pgd} <= clean {clean}");
     }
 }
+
+// ------------------------------------------------------------------ hostile files (fuzzing review)
+
+/// A `.npy` file of format `version` (1 or 2): the header text padded as NumPy pads it
+/// (spaces, a newline, total a multiple of 64), then `data`.
+fn npy_bytes(version: u8, header: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = header.as_bytes().to_vec();
+    let prefix = if version == 1 { 10 } else { 12 };
+    while (prefix + h.len() + 1) % 64 != 0 {
+        h.push(b' ');
+    }
+    h.push(b'\n');
+    let mut out = b"\x93NUMPY".to_vec();
+    out.extend([version, 0]);
+    match version {
+        1 => out.extend((h.len() as u16).to_le_bytes()),
+        _ => out.extend((h.len() as u32).to_le_bytes()),
+    }
+    out.extend(h);
+    out.extend(data);
+    out
+}
+
+/// `bounds` with `model` and `input` fails with exit 2, one line naming `needle`, and leaves
+/// no output (nor a temporary file) in `dir`.
+fn assert_bounds_rejects(dir: &Path, model: &Path, input: &Path, method: &str, needle: &str) {
+    let b = dir.join("rejected.npz");
+    let out = run(&["bounds", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--eps", "0.1", "--method", method, "--out", b.to_str().unwrap()]);
+    assert_bad_input(&out, needle);
+    assert!(!b.exists(), "no output file after an error");
+    let tmp: Vec<_> = std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).filter(|n| n.to_string_lossy().contains(".tmp")).collect();
+    assert!(tmp.is_empty(), "temporary files left: {tmp:?}");
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn npy_shape_product_overflow_is_bad_input() {
+    let d = workdir("npy-overflow");
+    let (m, _, _) = fixture(&d);
+    // 2^32 * 2^32 * 784 wraps to 0 in 64 bits, which matched the empty data.
+    let big = 1u64 << 32;
+    let x = write(&d, "overflow.npy", &npy_bytes(1, &format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({big}, {big}, 1, 28, 28), }}"), &[]));
+    assert_bounds_rejects(&d, &m, &x, "ibp", "overflow.npy");
+    // A zero dimension makes the product 0 honestly; the row count times 784 must not wrap.
+    let x = write(&d, "zero.npy", &npy_bytes(1, &format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, 0), }}", u64::MAX / 2), &[]));
+    assert_bounds_rejects(&d, &m, &x, "ibp", "zero.npy");
+}
+
+#[test]
+fn npy_nested_brace_header_is_rejected_at_once() {
+    let d = workdir("npy-braces");
+    let (m, _, _) = fixture(&d);
+    // The review's 112-byte header: npyz's parser takes time exponential in the depth.
+    let header = format!("{{'descr': {}", "{".repeat(100));
+    let x = write(&d, "braces.npy", &npy_bytes(1, &header, &[]));
+    assert_bounds_rejects(&d, &m, &x, "ibp", "braces.npy");
+}
+
+#[test]
+fn npy_huge_header_length_and_element_claims_are_rejected() {
+    let d = workdir("npy-claims");
+    let (m, _, _) = fixture(&d);
+    // Version 2, header length 0xfffffff0: used to allocate 4 GiB before failing.
+    let mut b = b"\x93NUMPY\x02\x00".to_vec();
+    b.extend(0xffff_fff0u32.to_le_bytes());
+    b.extend(b"{'descr': '<f4'");
+    let x = write(&d, "hugeheader.npy", &b);
+    assert_bounds_rejects(&d, &m, &x, "ibp", "header length");
+    // 10^12 elements claimed, 784 * 4 bytes present.
+    let x = write(&d, "claims.npy", &npy_bytes(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000000), }", &[0; 3136]));
+    assert_bounds_rejects(&d, &m, &x, "ibp", "claims.npy");
+}
+
+/// The native model at `src` written to `dst` with its architecture JSON edited by `f`
+/// (a safetensors file: u64 header length, JSON header with `__metadata__`, data).
+fn patch_arch(src: &Path, dst: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let b = std::fs::read(src).unwrap();
+    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&b[8..8 + n]).unwrap();
+    let mut arch: serde_json::Value = serde_json::from_str(header["__metadata__"]["ironbound.architecture"].as_str().unwrap()).unwrap();
+    f(&mut arch);
+    header["__metadata__"]["ironbound.architecture"] = serde_json::Value::String(arch.to_string());
+    let mut h = serde_json::to_vec(&header).unwrap();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    out.extend(&b[8 + n..]);
+    std::fs::write(dst, out).unwrap();
+}
+
+#[test]
+fn native_conv_with_stride_zero_or_absurd_padding_is_bad_input() {
+    let d = workdir("native-conv");
+    let (m, x, _) = fixture(&d);
+    let conv = |arch: &mut serde_json::Value| -> serde_json::Value {
+        arch["nodes"].as_array().unwrap().iter().find(|n| n["op"] == "conv2d").unwrap().clone()
+    };
+    let edit = |name: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let p = d.join(name);
+        patch_arch(&m, &p, |arch| {
+            let first = conv(arch);
+            let node = arch["nodes"].as_array_mut().unwrap().iter_mut().find(|n| **n == first).unwrap();
+            f(node);
+        });
+        p
+    };
+    let stride0 = edit("stride0.safetensors", &|n| n["stride"] = serde_json::json!([0, 0]));
+    assert_bounds_rejects(&d, &stride0, &x, "ibp", "stride0.safetensors");
+    let pad = edit("pad.safetensors", &|n| n["padding"] = serde_json::json!([1u64 << 40, 1u64 << 40]));
+    assert_bounds_rejects(&d, &pad, &x, "ibp", "pad.safetensors");
+    // A field this version does not know would change the network if it were ignored.
+    let dil = edit("dilation.safetensors", &|n| n["dilation"] = serde_json::json!([2, 2]));
+    assert_bounds_rejects(&d, &dil, &x, "ibp", "dilation");
+    let pool = edit("pool.safetensors", &|n| *n = serde_json::json!({"name": n["name"], "op": "avg_pool2d", "kernel": [0, 0], "stride": [1, 1], "padding": [0, 0], "inputs": n["inputs"]}));
+    assert_bounds_rejects(&d, &pool, &x, "ibp", "pool.safetensors");
+}
+
+/// x -> fc1 -> relu, a branch that reaches nothing; x -> fc2 -> (relu ->) fc3, the output.
+fn dangling_relu_net(live_relu: bool) -> ironbound::net::Network {
+    use ironbound::net::{NetSpec, NodeSpec, OpSpec};
+    let node = |name: &str, op, inputs: Vec<usize>| NodeSpec { name: name.into(), op, inputs };
+    let fc = |i, o| OpSpec::Linear { in_features: i, out_features: o };
+    let mut nodes = vec![node("fc1", fc(4, 6), vec![0]), node("dead", OpSpec::Relu, vec![1]), node("fc2", fc(4, 5), vec![0])];
+    if live_relu {
+        nodes.push(node("relu", OpSpec::Relu, vec![3]));
+    }
+    let last = nodes.len();
+    nodes.push(node("fc3", fc(5, 3), vec![last]));
+    NetSpec { input_shape: [4, 1, 1], nodes }.init(5, &ironbound::tensor::default_device()).unwrap()
+}
+
+#[test]
+fn alpha_crown_on_a_relu_branch_that_misses_the_output() {
+    let d = workdir("alpha-dangling");
+    let x = d.join("x.npy");
+    ironbound::io::npy::write_npy(&x, &[2, 4], &[0.1, 0.5, -0.3, 0.9, 0.0, -1.0, 0.4, 0.2]).unwrap();
+    for live in [false, true] {
+        let m = d.join(format!("dangling-{live}.safetensors"));
+        ironbound::io::save_model(&dangling_relu_net(live), &m).unwrap();
+        let bounds = |method: &str| {
+            let b = d.join(format!("b-{live}-{method}.npz"));
+            let out = run(&["bounds", "--model", m.to_str().unwrap(), "--input", x.to_str().unwrap(), "--eps", "0.2", "--method", method, "--out", b.to_str().unwrap()]);
+            assert!(out.status.success(), "{method}, live relu {live}: {}", String::from_utf8_lossy(&out.stderr));
+            (ironbound::io::npy::read_f32(&b, &["lower"]).unwrap().data, ironbound::io::npy::read_f32(&b, &["upper"]).unwrap().data)
+        };
+        let (lo, hi) = bounds("alpha-crown");
+        let (crown_lo, crown_hi) = bounds("crown");
+        for i in 0..lo.len() {
+            assert!(lo[i] <= hi[i] && lo[i] >= crown_lo[i] - 1e-5 && hi[i] <= crown_hi[i] + 1e-5, "never looser than crown: {lo:?} {hi:?} vs {crown_lo:?} {crown_hi:?}");
+        }
+    }
+}
+
+/// `net` with every weight and bias replaced by `value`.
+fn filled(net: &ironbound::net::Network, value: f32) -> ironbound::net::Network {
+    net.map_params(&mut |_, p| p.map(|t| t.ones_like() * value as f64, |t| t.ones_like() * value as f64, |t| t.ones_like() * value as f64))
+}
+
+#[test]
+fn non_finite_weights_are_rejected_when_a_model_is_loaded() {
+    let d = workdir("nan-weights");
+    let (m, x, _) = fixture(&d);
+    let net = ironbound::io::load_model(&m, &ironbound::tensor::default_device()).unwrap();
+    for (value, name) in [(f32::NAN, "nan"), (f32::INFINITY, "inf"), (3e35, "huge")] {
+        for ext in ["safetensors", "onnx"] {
+            let p = d.join(format!("{name}.{ext}"));
+            ironbound::io::save_model(&filled(&net, value), &p).unwrap();
+            assert_bounds_rejects(&d, &p, &x, "ibp", &format!("{name}.{ext}"));
+        }
+    }
+}
+
+#[test]
+fn overflowing_bounds_and_non_finite_clip_are_errors_not_nan() {
+    let d = workdir("overflow-bounds");
+    let (m, x, _) = fixture(&d);
+    // Weights of 1e25 pass the load check (1e30) but overflow float32 in the second layer.
+    let net = ironbound::io::load_model(&m, &ironbound::tensor::default_device()).unwrap();
+    let big = d.join("big.safetensors");
+    ironbound::io::save_model(&filled(&net, 1e25), &big).unwrap();
+    for method in ["ibp", "crown"] {
+        assert_bounds_rejects(&d, &big, &x, method, "overflowed");
+    }
+    let b = d.join("b.npz");
+    for clip in [["nan", "1"], ["0", "inf"]] {
+        let out = run(&["bounds", "--model", m.to_str().unwrap(), "--input", x.to_str().unwrap(), "--eps", "0.1", "--clip", clip[0], clip[1], "--method", "ibp", "--out", b.to_str().unwrap()]);
+        assert_bad_input(&out, "--clip");
+    }
+    assert!(!b.exists());
+}
+
+#[test]
+fn usage_errors_are_one_line_and_help_still_works() {
+    for args in [&["bounds", "--nonsense"][..], &["no-such-command"], &["bounds", "--eps", "abc"], &[]] {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
+        assert!(err.starts_with("ironbound: ") && err.trim_end().ends_with("(see --help)") && !err.contains("error: "), "{args:?}: {err}");
+    }
+    let help = run(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).lines().count() > 5, "full help text");
+    let help = run(&["bounds", "--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--eps"));
+    let version = run(&["--version"]);
+    assert_eq!(version.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("ironbound "));
+}
+
+#[test]
+fn dataset_not_found_is_one_line() {
+    let d = workdir("no-dataset");
+    let (m, _, _) = fixture(&d);
+    let r = d.join("r.json");
+    let out = bin()
+        .args(["certify", "--model", m.to_str().unwrap(), "--dataset", "mnist", "--split", "train", "--eps", "0.1", "--method", "ibp", "--data-dir", d.to_str().unwrap(), "--out", r.to_str().unwrap()])
+        .env("IRONBOUND_DATA", &d)
+        .env("IRONBOUND_MIRROR", format!("file://{}/nowhere", d.display()))
+        .env("XDG_CACHE_HOME", &d)
+        .env("HOME", &d)
+        .output()
+        .unwrap();
+    // The message lists every place searched and every way to fix it, on one line.
+    assert_bad_input(&out, "mnist");
+    assert!(!r.exists());
+}
+
+#[test]
+fn certify_never_counts_an_overflowed_margin_as_certified() {
+    let mnist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+    if !mnist.join("mnist").exists() {
+        eprintln!("skipping: ../shared/data/mnist not present");
+        return;
+    }
+    let d = workdir("cert-overflow");
+    let (m, _, _) = fixture(&d);
+    let net = ironbound::io::load_model(&m, &ironbound::tensor::default_device()).unwrap();
+    // Random weights times 1e25: every bound overflows float32 to inf or NaN.
+    let big = net.map_params(&mut |_, p| p.map(|t| t * 1e25, |t| t * 1e25, |t| t * 1e25));
+    let bm = d.join("big.safetensors");
+    ironbound::io::save_model(&big, &bm).unwrap();
+    let r = d.join("r.json");
+    let out = run(&["certify", "--model", bm.to_str().unwrap(), "--dataset", "mnist", "--eps", "0.01", "--method", "ibp,crown,alpha-crown", "--n", "10", "--data-dir", mnist.to_str().unwrap(), "--out", r.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&r).unwrap()).unwrap();
+    for m in ["ibp", "crown", "alpha-crown"] {
+        assert_eq!(v["certified_accuracy"][m].as_f64(), Some(0.0), "{m}: a NaN margin is not > 0: {v}");
+    }
+}
