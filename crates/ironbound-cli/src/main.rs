@@ -1,5 +1,6 @@
 //! The `ironbound` command: argument parsing and printing only; the work is in the library.
 
+mod analyze;
 mod bench;
 mod bounds;
 mod certify;
@@ -29,6 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Analyses of relaxations and models: tightness (CR curves, CR-AUC).
+    Analyze(analyze::Args),
     /// Bounds on a model's outputs (and margins) over l-infinity balls around inputs.
     Bounds(bounds::Args),
     /// Clean, certified and PGD accuracy of a model on a dataset.
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         eprintln!("ironbound: internal error{at}: {} (please report this)", one_line(&msg));
     }));
     let result = std::panic::catch_unwind(|| match cli.command {
+        Command::Analyze(a) => analyze::run(a),
         Command::Bounds(a) => bounds::run(a),
         Command::Certify(a) => certify::run(a),
         Command::Convert(a) => convert::run(a),

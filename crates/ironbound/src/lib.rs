@@ -1,8 +1,9 @@
 //! ironbound: certified training and verification of ReLU networks with convex relaxations.
 //!
-//! Dependencies point one way: `data`/`io` -> `net` -> `bounds` -> `verify` (and later
-//! `train`, `analysis`); the `ironbound` binary in `ironbound-cli` only parses and prints.
+//! Dependencies point one way: `data`/`io` -> `net` -> `bounds` -> `verify` -> `train`,
+//! `analyze`; the `ironbound` binary in `ironbound-cli` only parses and prints.
 
+pub mod analyze;
 pub mod bench;
 pub mod bounds;
 pub mod data;

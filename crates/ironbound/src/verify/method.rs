@@ -109,9 +109,17 @@ impl FromStr for CertMethod {
     }
 }
 
-/// Parses a comma-separated list of methods.
+/// Parses a comma-separated list of methods. A method named twice (also through an alias,
+/// `ibp,box`) is kept once: reports are keyed by name, so a repeat would count samples twice.
 pub fn parse_cert_methods(list: &str) -> Result<Vec<CertMethod>> {
-    list.split(',').filter(|s| !s.trim().is_empty()).map(str::parse).collect()
+    let mut methods: Vec<CertMethod> = Vec::new();
+    for m in list.split(',').filter(|s| !s.trim().is_empty()) {
+        let m: CertMethod = m.parse()?;
+        if !methods.iter().any(|k| k.name() == m.name()) {
+            methods.push(m);
+        }
+    }
+    Ok(methods)
 }
 
 #[cfg(test)]
@@ -132,5 +140,11 @@ mod tests {
         assert!(err.contains("unknown method 'simplex'") && err.contains("lp-triangle") && err.contains("crown"), "{err}");
         assert!("colt-x".parse::<CertMethod>().is_err());
         assert_eq!(CertMethod::cascade("ibp, milp").unwrap().name(), "cascade:ibp>milp");
+    }
+
+    #[test]
+    fn repeated_methods_are_kept_once() {
+        let names: Vec<String> = parse_cert_methods("ibp,crown,box,IBP,crown").unwrap().iter().map(CertMethod::name).collect();
+        assert_eq!(names, ["ibp", "crown"]);
     }
 }

@@ -1,0 +1,370 @@
+//! `ironbound analyze`: measurements of relaxations and models, each writing CSV/JSON and a
+//! figure into `--out DIR`.
+
+use crate::common;
+use clap::{Parser, Subcommand};
+use ironbound::analyze::plot::{LineChart, Series};
+use ironbound::analyze::scan::{self, Direction, Scan, ScanConfig};
+use ironbound::analyze::tightness::{self, TightnessConfig};
+use ironbound::bounds::relaxation::parse_methods;
+use ironbound::error::{Error, Result};
+use ironbound::io::atomic::write_bytes;
+use ironbound::tensor::{default_device, from_vec, Device};
+use ironbound::verify::certify::DEFAULT_TIMEOUT;
+use ironbound::verify::parse_cert_methods;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Analysis,
+}
+
+#[derive(Subcommand)]
+enum Analysis {
+    /// Certified-robustness curves and CR-AUC of relaxations (paradox Section 3).
+    Tightness(TightnessArgs),
+    /// Output lower bounds and robust loss along a path of the first layer's weights, and
+    /// their discontinuities (paradox Section 4, Figures 3-4).
+    Scan(ScanArgs),
+    /// Every model certified with every method: the cross-certification matrix (paradox
+    /// Table 7).
+    Cross(CrossArgs),
+}
+
+#[derive(Parser)]
+struct CrossArgs {
+    /// Comma-separated model files (rows of the matrix).
+    #[arg(long)]
+    models: String,
+    /// Comma-separated row names (default: the file names without extension).
+    #[arg(long)]
+    names: Option<String>,
+    /// mnist, fashion-mnist, cifar10 or svhn.
+    #[arg(long)]
+    dataset: String,
+    #[arg(long, default_value = "test")]
+    split: String,
+    #[arg(long, allow_negative_numbers = true)]
+    eps: f64,
+    /// Comma-separated methods (columns), as for `ironbound certify`.
+    #[arg(long, default_value = "ibp,hbox,crown-ibp,deepz,crown")]
+    method: String,
+    #[arg(long)]
+    n: Option<usize>,
+    #[arg(long, allow_negative_numbers = true)]
+    timeout: Option<f64>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    #[command(flatten)]
+    normalize: common::NormalizeArg,
+    /// Output directory: cross.csv, cross.json, cross.png/.svg.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Parser)]
+struct TightnessArgs {
+    #[command(flatten)]
+    data: common::ModelData,
+    /// The largest radius E; the curves use `steps` radii evenly spaced in [0, E].
+    #[arg(long, allow_negative_numbers = true)]
+    eps_max: f64,
+    #[arg(long, default_value_t = 100)]
+    steps: usize,
+    /// Comma-separated methods, as for `ironbound certify`.
+    #[arg(long)]
+    method: String,
+    /// Per-sample time budget in seconds of the solver-based methods.
+    #[arg(long, allow_negative_numbers = true)]
+    timeout: Option<f64>,
+    /// Output directory: cr_curve.csv, cr_auc.json, cr_curve.png/.svg, tightness.json.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Parser)]
+struct ScanArgs {
+    /// A built-in network instead of --model: `paradox-fig3` (paradox Section 4.1: the
+    /// first layer's bias w from -2 to 2, input [-1, 1]).
+    #[arg(long, conflicts_with_all = ["model", "dataset"])]
+    example: Option<String>,
+    /// Model file (.onnx or .safetensors).
+    #[arg(long, required_unless_present = "example")]
+    model: Option<PathBuf>,
+    /// The dataset whose sample is scanned.
+    #[arg(long, required_unless_present = "example")]
+    dataset: Option<String>,
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Which sample of the split.
+    #[arg(long, default_value_t = 0)]
+    index: usize,
+    /// Radius of the ball around the sample (the example's input box is [-1, 1]).
+    #[arg(long, allow_negative_numbers = true)]
+    eps: Option<f64>,
+    /// Comma-separated relaxations.
+    #[arg(long, default_value = "ibp,hbox,deepz,crown,crown-ibp")]
+    method: String,
+    /// `gradient` (of the real network's output --output at the sample, unit norm),
+    /// `random` (seeded, unit norm), or an .npz file with `weight` and `bias` of the first
+    /// affine layer.
+    #[arg(long, default_value = "gradient")]
+    direction: String,
+    /// The output whose lower bound is plotted (and whose gradient is the direction);
+    /// default: the sample's label.
+    #[arg(long)]
+    output: Option<usize>,
+    #[arg(long, allow_negative_numbers = true)]
+    from: Option<f64>,
+    #[arg(long, allow_negative_numbers = true)]
+    to: Option<f64>,
+    #[arg(long, default_value_t = 501)]
+    steps: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Directory searched first for the dataset.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    normalize: common::NormalizeArg,
+    /// Output directory: scan.csv, jumps.json, scan_lower_J.png/.svg, scan_loss.png/.svg.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    match a.command {
+        Analysis::Tightness(t) => run_tightness(t),
+        Analysis::Scan(s) => run_scan(s),
+        Analysis::Cross(c) => run_cross(c),
+    }
+}
+
+fn run_cross(a: CrossArgs) -> Result<()> {
+    use ironbound::analyze::cross::{CrossMatrix, Row};
+    let methods = parse_cert_methods(&a.method)?;
+    if methods.is_empty() {
+        return Err(Error::input("--method: the method list is empty; give at least one method"));
+    }
+    let paths: Vec<PathBuf> = a.models.split(',').map(str::trim).filter(|p| !p.is_empty()).map(PathBuf::from).collect();
+    if paths.is_empty() {
+        return Err(Error::input("--models: give at least one model file"));
+    }
+    let names: Vec<String> = match &a.names {
+        Some(list) => list.split(',').map(|s| s.trim().to_string()).collect(),
+        None => paths.iter().map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()).collect(),
+    };
+    if names.len() != paths.len() {
+        return Err(Error::input(format!("--names has {} names for {} models", names.len(), paths.len())));
+    }
+    ironbound::verify::certify::check_eps(a.eps)?;
+    common::check_output_dir(&a.out)?;
+    ironbound::analyze::plot::ensure_font()?;
+    let timeout = common::timeout(a.timeout, DEFAULT_TIMEOUT)?;
+    let device = default_device();
+    let name: ironbound::data::DatasetName = a.dataset.parse()?;
+    // Every model is loaded (and checked) before the first long certification.
+    let nets = paths.iter().map(|p| common::load_for(p, &a.normalize, name, &device)).collect::<Result<Vec<_>>>()?;
+    let ds = common::load_dataset(name, &a.split, a.data_dir.as_deref(), a.n)?;
+    let labels: Vec<usize> = ds.labels.iter().map(|&l| l as usize).collect();
+    let cfg = ironbound::verify::CertifyConfig { eps: a.eps, methods: methods.clone(), batch_size: a.batch_size, pgd: None, clip: Some((0.0, 1.0)), timeout };
+    let bar = common::progress(labels.len() * nets.len(), "cross-certify");
+    let mut rows = Vec::new();
+    for (i, (net, model)) in nets.iter().zip(&names).enumerate() {
+        let (report, _) = ironbound::verify::certify(net, &ds.images, &labels, &cfg, &device, &mut |done| bar.set_position((i * labels.len() + done) as u64))?;
+        rows.push(Row { model: model.clone(), clean_accuracy: report.clean_accuracy, certified_accuracy: report.certified_accuracy });
+    }
+    bar.finish_and_clear();
+    let matrix = CrossMatrix { n: labels.len(), eps: a.eps, methods: methods.iter().map(|m| m.name()).collect(), rows };
+    matrix.write(&a.out, &format!("certified accuracy (%) on {} (n = {}), eps {}", a.dataset, labels.len(), a.eps))?;
+    eprint!("{}", matrix.csv());
+    Ok(())
+}
+
+/// What a scan runs on: a network, one input, its label, the outputs to plot, the direction,
+/// the radius and the default range.
+struct ScanSubject {
+    net: ironbound::net::Network,
+    x: ironbound::tensor::Tensor<4>,
+    label: usize,
+    outputs: Vec<usize>,
+    direction: Direction,
+    eps: f64,
+    clip: Option<(f64, f64)>,
+    range: (f64, f64),
+    title: String,
+}
+
+fn scan_subject(a: &ScanArgs, device: &Device) -> Result<ScanSubject> {
+    if let Some(name) = &a.example {
+        if name != "paradox-fig3" {
+            return Err(Error::input(format!("--example: unknown example '{name}' (known: paradox-fig3)")));
+        }
+        let (net, direction) = scan::paradox_fig3(device)?;
+        return Ok(ScanSubject {
+            net,
+            x: from_vec(vec![0.0], [1, 1, 1, 1], device),
+            label: 0,
+            outputs: vec![0, 1],
+            direction,
+            eps: a.eps.unwrap_or(1.0),
+            clip: None,
+            range: (-2.0, 2.0),
+            title: "paradox Fig. 3 network, first-layer bias w".into(),
+        });
+    }
+    let (Some(model), Some(dataset)) = (&a.model, &a.dataset) else {
+        return Err(Error::input("give --model and --dataset, or --example"));
+    };
+    let eps = a.eps.ok_or_else(|| Error::input("--eps is required with --model"))?;
+    ironbound::verify::certify::check_eps(eps)?;
+    let data = common::ModelData {
+        model: model.clone(),
+        dataset: dataset.clone(),
+        split: a.split.clone(),
+        n: Some(a.index + 1),
+        data_dir: a.data_dir.clone(),
+        no_clip: false,
+        batch_size: 1,
+        normalize: a.normalize.clone(),
+    };
+    let (net, ds) = data.load(device)?;
+    if ds.labels.len() <= a.index {
+        return Err(Error::input(format!("--index {}: the {} split has {} samples", a.index, a.split, ds.labels.len())));
+    }
+    let s = net.input_shape();
+    let per: usize = s.iter().product();
+    let x = from_vec(ds.images[a.index * per..(a.index + 1) * per].to_vec(), [1, s[0], s[1], s[2]], device);
+    let label = ds.labels[a.index] as usize;
+    let output = a.output.unwrap_or(label);
+    let direction = match a.direction.as_str() {
+        "gradient" => Direction::gradient(&net, &x, output)?,
+        "random" => Direction::random(&net, a.seed)?,
+        file => {
+            let path = std::path::Path::new(file);
+            let read = |name: &str| ironbound::io::npy::read_f32(path, &[name]).map(|arr| arr.data);
+            Direction { weight: read("weight")?, bias: read("bias")? }
+        }
+    };
+    direction.check(&net)?;
+    let stem = model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(ScanSubject {
+        net,
+        x,
+        label,
+        outputs: vec![output],
+        direction,
+        eps,
+        clip: Some((0.0, 1.0)),
+        range: (-1.0, 1.0),
+        title: format!("{stem}, {dataset} #{} (label {label}), eps {eps}, direction {}", a.index, a.direction),
+    })
+}
+
+fn run_scan(a: ScanArgs) -> Result<()> {
+    let methods = parse_methods(&a.method)?;
+    if methods.is_empty() {
+        return Err(Error::input("--method: the method list is empty; give at least one method"));
+    }
+    common::check_output_dir(&a.out)?;
+    ironbound::analyze::plot::ensure_font()?;
+    let device = default_device();
+    let subject = scan_subject(&a, &device)?;
+    let (from, to) = (a.from.unwrap_or(subject.range.0), a.to.unwrap_or(subject.range.1));
+    scan::deltas(from, to, a.steps)?;
+    if let Some(&bad) = subject.outputs.iter().find(|&&j| j >= subject.net.num_outputs()) {
+        return Err(Error::input(format!("--output {bad}: the model has {} outputs", subject.net.num_outputs())));
+    }
+    let cfg = ScanConfig { methods, from, to, steps: a.steps, eps: subject.eps, clip: subject.clip };
+    let bar = common::progress(a.steps, "scan");
+    let result = scan::scan(&subject.net, &subject.x, subject.label, &subject.direction, &cfg, &mut |i| bar.set_position(i as u64))?;
+    bar.finish_and_clear();
+    write_scan(&a.out, &result, &subject)?;
+    let jumps = result.jumps();
+    eprintln!(
+        "{} deltas in [{from}, {to}]; jumps in the plotted bounds: {}",
+        a.steps,
+        result.methods.iter().map(|m| format!("{m}={}", jumps[m].iter().filter(|j| j.output.is_some_and(|o| subject.outputs.contains(&o))).count())).collect::<Vec<_>>().join(" ")
+    );
+    Ok(())
+}
+
+fn write_scan(dir: &std::path::Path, s: &Scan, subject: &ScanSubject) -> Result<()> {
+    let jumps = s.jumps();
+    let summary = serde_json::json!({
+        "rule": {
+            "jump_factor": scan::JUMP_FACTOR,
+            "window": scan::WINDOW,
+            "floor_relative": scan::FLOOR_REL,
+            "meaning": "a step between neighbouring deltas larger than jump_factor times the largest of the window steps on each side, and above floor_relative times max(1, the curve's range)",
+        },
+        "label": s.label,
+        "plotted_outputs": subject.outputs,
+        "methods": s.methods.iter().map(|m| {
+            let plotted = jumps[m].iter().filter(|j| j.output.is_some_and(|o| subject.outputs.contains(&o))).count();
+            (m.clone(), serde_json::json!({
+                "jumps_plotted_outputs": plotted,
+                "jumps_any_output": jumps[m].iter().filter(|j| j.output.is_some()).count(),
+                "jumps_robust_loss": jumps[m].iter().filter(|j| j.output.is_none()).count(),
+                "jumps": jumps[m],
+            }))
+        }).collect::<serde_json::Map<_, _>>(),
+    });
+    write_bytes(&dir.join("scan.csv"), s.csv().as_bytes())?;
+    let text = serde_json::to_string_pretty(&summary).map_err(Error::internal)? + "\n";
+    write_bytes(&dir.join("jumps.json"), text.as_bytes())?;
+    let curve = |f: &dyn Fn(&str, usize) -> f64| -> Vec<Series> {
+        s.methods.iter().map(|m| Series { name: m.clone(), points: s.deltas.iter().enumerate().map(|(i, &d)| (d, f(m, i))).collect() }).collect()
+    };
+    for &j in &subject.outputs {
+        let chart = LineChart {
+            title: format!("lower bound of output {j}: {}", subject.title),
+            x_label: "delta (shift along the direction)".into(),
+            y_label: format!("lower bound of output {j}"),
+            series: curve(&|m, i| s.lower[m][i][j] as f64),
+            y_range: None,
+        };
+        chart.write(&dir.join(format!("scan_lower_{j}")))?;
+    }
+    let chart = LineChart {
+        title: format!("robust loss (label {}): {}", s.label, subject.title),
+        x_label: "delta (shift along the direction)".into(),
+        y_label: "robust cross-entropy".into(),
+        series: curve(&|m, i| s.loss[m][i] as f64),
+        y_range: None,
+    };
+    chart.write(&dir.join("scan_loss"))
+}
+
+fn run_tightness(a: TightnessArgs) -> Result<()> {
+    let methods = parse_cert_methods(&a.method)?;
+    if methods.is_empty() {
+        return Err(Error::input("--method: the method list is empty; give at least one method"));
+    }
+    // Checked before the (long) work starts, like every other input.
+    tightness::radii(a.eps_max, a.steps)?;
+    common::check_output_dir(&a.out)?;
+    ironbound::analyze::plot::ensure_font()?;
+    let timeout = common::timeout(a.timeout, DEFAULT_TIMEOUT)?;
+    let device = default_device();
+    let (net, ds) = a.data.load(&device)?;
+    let labels: Vec<usize> = ds.labels.iter().map(|&l| l as usize).collect();
+    let cfg = TightnessConfig { eps_max: a.eps_max, steps: a.steps, methods, batch_size: a.data.batch_size, clip: a.data.clip(), timeout };
+    let bar = common::progress(labels.len() * a.steps, "tightness");
+    let curves = tightness::cr_curves(&net, &ds.images, &labels, &cfg, &device, &mut |done, _| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
+    let model = a.data.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    curves.write(&a.out, &format!("CR curves: {model} on {} (n = {})", a.data.dataset, curves.n))?;
+    let auc = curves.auc();
+    eprintln!(
+        "n={} eps_max={} steps={} cr_auc: {}",
+        curves.n,
+        curves.eps_max,
+        a.steps,
+        curves.methods.iter().map(|m| format!("{m}={:.4}", auc[m])).collect::<Vec<_>>().join(" ")
+    );
+    Ok(())
+}

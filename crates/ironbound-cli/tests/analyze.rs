@@ -1,0 +1,153 @@
+//! `ironbound analyze tightness` as a user runs it: the curve points are what `certify` reports
+//! at the same radii, CR-AUC is their normalised trapezoid, the figures are real PNG/SVG files,
+//! and bad input is one line with exit code 2 and no output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn workdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ironbound-analyze-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ironbound")).args(args).output().expect("run ironbound")
+}
+
+/// FC-SMALL PGD-trained at eps 0.1 on Fashion-MNIST (committed under results/).
+fn model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results/fcsmall-pgd-eps0.1-lp-milp/model.onnx")
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn cr_curves_match_certify_at_every_radius() {
+    let d = workdir("curves");
+    let out_dir = d.join("tight");
+    let m = model();
+    let (n, steps, eps_max) = ("40", 4, 0.06);
+    let out = run(&["analyze", "tightness", "--model", m.to_str().unwrap(), "--dataset", "fashion-mnist", "--eps-max", "0.06", "--steps", "4", "--method", "ibp,crown,deepz", "--n", n, "--out", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let csv = std::fs::read_to_string(out_dir.join("cr_curve.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("eps,method,certified_accuracy"));
+    let rows: Vec<(f64, String, f64)> = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].parse().unwrap(), f[1].to_string(), f[2].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(rows.len(), 3 * steps);
+    let auc = json(&out_dir.join("cr_auc.json"));
+    for method in ["ibp", "crown", "deepz"] {
+        let curve: Vec<(f64, f64)> = rows.iter().filter(|r| r.1 == method).map(|r| (r.0, r.2)).collect();
+        assert_eq!(curve.len(), steps);
+        assert_eq!((curve[0].0, curve[steps - 1].0), (0.0, eps_max));
+        // Each point is exactly `certify --eps r` on the same samples.
+        for &(eps, acc) in &curve {
+            let report = d.join(format!("{method}-{eps}.json"));
+            let out = run(&["certify", "--model", m.to_str().unwrap(), "--dataset", "fashion-mnist", "--eps", &eps.to_string(), "--method", method, "--n", n, "--out", report.to_str().unwrap()]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(json(&report)["certified_accuracy"][method].as_f64().unwrap(), acc, "{method} at eps {eps}");
+        }
+        for w in curve.windows(2) {
+            assert!(w[1].1 <= w[0].1, "{method}: the curve rises from {:?} to {:?}", w[0], w[1]);
+        }
+        let area: f64 = curve.windows(2).map(|w| 0.5 * (w[1].0 - w[0].0) * (w[0].1 + w[1].1)).sum();
+        let got = auc[method].as_f64().unwrap();
+        assert!((got - area / eps_max).abs() < 1e-12, "{method}: cr_auc {got} vs trapezoid {}", area / eps_max);
+        assert!((0.0..=1.0).contains(&got));
+    }
+    // Tightness order on a PGD-trained net (paradox Table 4): back-substitution beats Box.
+    assert!(auc["crown"].as_f64().unwrap() >= auc["ibp"].as_f64().unwrap());
+    assert!(auc["deepz"].as_f64().unwrap() >= auc["ibp"].as_f64().unwrap());
+    let detail = json(&out_dir.join("tightness.json"));
+    let paper = detail["cr_auc_percent_eps"]["crown"].as_f64().unwrap();
+    assert!((paper - auc["crown"].as_f64().unwrap() * 100.0 * eps_max).abs() < 1e-9);
+
+    let png = std::fs::read(out_dir.join("cr_curve.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let svg = std::fs::read_to_string(out_dir.join("cr_curve.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("crown") && svg.contains("certified accuracy (%)"));
+}
+
+#[test]
+fn bad_tightness_input_is_one_line_and_writes_nothing() {
+    let d = workdir("bad");
+    let m = model();
+    let out_dir = d.join("never");
+    let base = ["analyze", "tightness", "--model", m.to_str().unwrap(), "--n", "5", "--out", out_dir.to_str().unwrap()];
+    let fmnist = ["--dataset", "fashion-mnist"];
+    let cases: [(&[&str], &str); 5] = [
+        (&[&fmnist[..], &["--eps-max", "0.1", "--method", ","]].concat(), "method list is empty"),
+        (&[&fmnist[..], &["--eps-max", "0.1", "--steps", "1", "--method", "ibp"]].concat(), "--steps"),
+        (&[&fmnist[..], &["--eps-max", "-0.1", "--method", "ibp"]].concat(), "--eps-max"),
+        (&[&fmnist[..], &["--eps-max", "0.1", "--method", "simplex"]].concat(), "unknown method 'simplex'"),
+        (&["--dataset", "cifar10", "--eps-max", "0.1", "--method", "ibp"], "does not match"),
+    ];
+    for (extra, needle) in cases {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!out_dir.exists(), "{args:?} left {}", out_dir.display());
+    }
+}
+
+#[test]
+fn scan_of_paradox_fig3_finds_the_papers_jumps() {
+    let d = workdir("scan");
+    let out_dir = d.join("scan");
+    let out = run(&["analyze", "scan", "--example", "paradox-fig3", "--steps", "201", "--out", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let jumps = json(&out_dir.join("jumps.json"));
+    let count = |m: &str| jumps["methods"][m]["jumps_any_output"].as_u64().unwrap();
+    assert_eq!((count("ibp"), count("deepz"), count("crown"), count("crown-ibp"), count("hbox")), (0, 0, 1, 1, 1));
+    let first = |m: &str| jumps["methods"][m]["jumps"][0].clone();
+    // CROWN: l(y1) from 1 (w <= 0) to w; hBox: l(y2) from -1 - w to 0 at w = 1.
+    assert_eq!((first("crown")["output"].as_u64(), first("crown")["from"].as_f64()), (Some(0), Some(0.0)));
+    assert_eq!((first("hbox")["output"].as_u64(), first("hbox")["to"].as_f64()), (Some(1), Some(1.0)));
+    let csv = std::fs::read_to_string(out_dir.join("scan.csv")).unwrap();
+    assert_eq!(csv.lines().next(), Some("delta,method,robust_loss,lower_0,lower_1"));
+    assert_eq!(csv.lines().count(), 1 + 5 * 201);
+    for f in ["scan_lower_0.png", "scan_lower_1.svg", "scan_loss.png"] {
+        assert!(out_dir.join(f).exists(), "{f}");
+    }
+}
+
+#[test]
+fn cross_certification_rows_are_certify_reports() {
+    let d = workdir("cross");
+    let out_dir = d.join("cross");
+    let m = model();
+    let out = run(&["analyze", "cross", "--models", &format!("{0},{0}", m.display()), "--names", "a,b", "--dataset", "fashion-mnist", "--eps", "0.05", "--method", "ibp,crown", "--n", "30", "--out", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = d.join("r.json");
+    let out = run(&["certify", "--model", m.to_str().unwrap(), "--dataset", "fashion-mnist", "--eps", "0.05", "--method", "ibp,crown", "--n", "30", "--out", report.to_str().unwrap()]);
+    assert!(out.status.success());
+    let r = json(&report);
+    let csv = std::fs::read_to_string(out_dir.join("cross.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("model,clean_accuracy,ibp,crown"));
+    let want = [r["clean_accuracy"].as_f64(), r["certified_accuracy"]["ibp"].as_f64(), r["certified_accuracy"]["crown"].as_f64()];
+    for (line, name) in lines.zip(["a", "b"]) {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f[0], name);
+        let got: Vec<Option<f64>> = f[1..].iter().map(|v| v.parse().ok()).collect();
+        assert_eq!(got, want, "{line}");
+    }
+    assert_eq!(csv.lines().count(), 3);
+    assert!(out_dir.join("cross.png").exists() && out_dir.join("cross.svg").exists());
+    let out = run(&["analyze", "cross", "--models", m.to_str().unwrap(), "--names", "a,b", "--dataset", "fashion-mnist", "--eps", "0.05", "--out", d.join("x").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--names has 2 names for 1 models"));
+}

@@ -1,0 +1,7 @@
+//! Analyses of relaxations and trained models (paradox, loss-landscape papers): each one
+//! computes its numbers here and writes CSV/JSON plus a figure.
+
+pub mod cross;
+pub mod plot;
+pub mod scan;
+pub mod tightness;
