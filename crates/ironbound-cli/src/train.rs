@@ -30,7 +30,8 @@ pub struct Args {
     /// TOML file with any of the keys listed in docs/train.md; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Run directory: model.safetensors, model.onnx, config.toml, metrics.jsonl, checkpoint.
+    /// Run directory: model.safetensors, model.onnx, config.toml, metrics.jsonl, checkpoint,
+    /// tb/ (TensorBoard event files).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Directory searched first for the dataset.
@@ -39,6 +40,9 @@ pub struct Args {
     /// Set any config key, e.g. `--set lr=1e-3 --set lr_milestones=[130,190]` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Do not write TensorBoard event files into DIR/tb/ (the `tensorboard` key).
+    #[arg(long)]
+    no_tensorboard: bool,
     /// Check the configuration, print it resolved (TOML) and exit without training.
     #[arg(long)]
     dry_run: bool,
@@ -127,6 +131,10 @@ fn configure(a: &Args) -> Result<(TrainConfig, Sources)> {
             config.set(key, v, &flag)?;
             sources.flags.insert(key.to_string(), flag);
         }
+    }
+    if a.no_tensorboard {
+        config.set("tensorboard", ConfigValue::Boolean(false), "--no-tensorboard")?;
+        sources.flags.insert("tensorboard".into(), "--no-tensorboard".into());
     }
     for assignment in &a.set {
         let key = config.set_str(assignment)?;

@@ -206,6 +206,8 @@ pub struct TrainConfig {
     /// parallel threads (0: one per available core, at most 8). Changes results only at
     /// rounding level; a run is exactly reproducible for a fixed value.
     pub threads: usize,
+    /// Write TensorBoard event files of the metrics into `DIR/tb/` (`--no-tensorboard`: off).
+    pub tensorboard: bool,
 }
 
 impl Default for TrainConfig {
@@ -261,6 +263,7 @@ impl Default for TrainConfig {
             certify_method: None,
             eval_pgd_steps: 0,
             threads: 0,
+            tensorboard: true,
         }
     }
 }
@@ -272,7 +275,7 @@ pub const KEYS: &[&str] = &[
     "beta_end", "spec", "optimizer", "lr", "momentum", "weight_decay", "l1", "grad_clip", "lr_schedule",
     "lr_milestones", "lr_milestone_steps", "lr_decay", "lr_step", "lr_step_start", "batch_size", "pgd_steps", "pgd_step_fraction", "projections",
     "data_dir", "train_n", "augment", "crop_padding", "flip", "normalize", "eval_split", "holdout_fraction",
-    "eval_n", "eval_batch_size", "certify_method", "eval_pgd_steps", "threads",
+    "eval_n", "eval_batch_size", "certify_method", "eval_pgd_steps", "threads", "tensorboard",
 ];
 
 /// Where each key's value came from, for error messages.

@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod objective;
 pub mod optim;
 pub mod schedule;
+pub mod tensorboard;
 pub mod trainer;
 
 pub use config::{Resolved, Sources, TrainConfig, TrainMethod};

@@ -8,6 +8,7 @@ use super::config::{Resolved, TrainConfig, TrainMethod};
 use super::metrics::{self, EpochMetrics};
 use super::objective::{Objective, CLIP};
 use super::schedule::{LrSchedule, RampSchedule};
+use super::tensorboard::{self, EventLog};
 use super::optim::{gradients, grad_norm, sum_gradients, Optimizer, OptimizerKind, ParamGrads};
 use crate::bounds::Method;
 use crate::error::{Error, Result};
@@ -69,10 +70,13 @@ impl RunFiles {
     pub fn onnx(&self) -> PathBuf {
         self.dir.join("model.onnx")
     }
+    pub fn tensorboard(&self) -> PathBuf {
+        self.dir.join(tensorboard::DIR_NAME)
+    }
 }
 
 /// Keys that may differ between a checkpoint and the rerun that resumes it.
-const RESUMABLE_CHANGES: [&str; 5] = ["epochs", "data_dir", "eval_batch_size", "note", "threads"];
+const RESUMABLE_CHANGES: [&str; 6] = ["epochs", "data_dir", "eval_batch_size", "note", "threads", "tensorboard"];
 
 fn check_same_run(files: &RunFiles, saved: &serde_json::Value, now: &TrainConfig) -> Result<()> {
     let now = serde_json::to_value(now).map_err(Error::internal)?;
@@ -183,6 +187,7 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
     // The files always describe the checkpoint: drop metrics of an epoch that never finished.
     metrics::write_jsonl(&files.metrics(), &history)?;
     crate::io::atomic::write_bytes(&files.config(), config_toml.as_bytes())?;
+    let events = if c.tensorboard { Some(EventLog::open(&files.tensorboard(), &history)?) } else { None };
     let resumed_from = (start_epoch > 0).then_some(start_epoch);
 
     let threads = match c.threads {
@@ -315,6 +320,10 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
         checkpoint::save(&files.checkpoint(), &meta, &net, &opt)?;
         metrics::write_jsonl(&files.metrics(), &history)?;
         if let Some(m) = history.last() {
+            // After the checkpoint, so the event file never holds an epoch it lacks.
+            if let Some(log) = &events {
+                log.append(m)?;
+            }
             progress.epoch_end(m);
         }
     }
