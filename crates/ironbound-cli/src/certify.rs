@@ -6,7 +6,8 @@ use ironbound::data::{self, DataOptions, DatasetName, Split};
 use ironbound::error::{Error, Result};
 use ironbound::tensor::default_device;
 use ironbound::verify::certify::DEFAULT_TIMEOUT;
-use ironbound::verify::{certify, parse_cert_methods, CertMethod, CertifyConfig, PgdConfig};
+use ironbound::verify::certify::certify_shard;
+use ironbound::verify::{parse_cert_methods, CertMethod, CertifyConfig, PgdConfig, Shard};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -37,6 +38,10 @@ pub struct Args {
     /// Evaluate the first N samples (all when omitted).
     #[arg(long)]
     n: Option<usize>,
+    /// Evaluate only the I-th of N contiguous, nearly equal slices of those samples (1-based);
+    /// `ironbound merge` combines the N reports into the unsharded one.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
     /// Also run PGD with this many steps (step eps/4, random start).
     #[arg(long)]
     pgd: Option<usize>,
@@ -51,6 +56,10 @@ pub struct Args {
     no_clip: bool,
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
+    /// Seed of the random slopes of one-step and random-slope (sample i's come from (S, i),
+    /// whatever the batch size or shard).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     #[command(flatten)]
     normalize: common::NormalizeArg,
     /// Output report.json.
@@ -67,6 +76,7 @@ pub fn run(a: Args) -> Result<()> {
         return Err(Error::input("--method needs at least one method"));
     }
     let timeout = common::timeout(a.timeout, DEFAULT_TIMEOUT)?;
+    let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
     let name: DatasetName = a.dataset.parse()?;
     let split: Split = a.split.parse()?;
     ironbound::verify::certify::check_eps(a.eps)?;
@@ -93,13 +103,22 @@ pub fn run(a: Args) -> Result<()> {
         pgd: a.pgd.map(|steps| PgdConfig { restarts: a.pgd_restarts, ..PgdConfig::new(steps) }),
         clip: (!a.no_clip).then_some((0.0, 1.0)),
         timeout,
+        seed: a.seed,
     };
-    let bar = common::progress(labels.len(), "certify");
-    let (report, _) = certify(&net, &ds.images, &labels, &cfg, &device, &mut |done| bar.set_position(done as u64))?;
+    let selected = match shard {
+        Some(s) => s.checked_range(labels.len(), "samples")?.len(),
+        None => labels.len(),
+    };
+    let bar = common::progress(selected, "certify");
+    let (report, _) = certify_shard(&net, &ds.images, &labels, shard, &cfg, &device, &mut |done| {
+        bar.set_position(done as u64);
+        Ok(())
+    })?;
     bar.finish_and_clear();
     common::write_json(&a.out, &report)?;
     eprintln!(
-        "n={} eps={} clean={:.4} certified={} {}",
+        "{}n={} eps={} clean={:.4} certified={} {}",
+        report.shard.as_ref().map(|s| format!("shard {}/{} (samples {}..{} of {}): ", s.index, s.count, s.start, s.end, s.total)).unwrap_or_default(),
         report.n,
         report.eps,
         report.clean_accuracy,

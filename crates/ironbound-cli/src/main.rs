@@ -7,6 +7,7 @@ mod certify;
 mod common;
 mod convert;
 mod init;
+mod merge;
 mod train;
 mod verify;
 
@@ -40,6 +41,8 @@ enum Command {
     Convert(convert::Args),
     /// Save a named architecture with seeded random weights.
     Init(init::Args),
+    /// Combine the shard files of `certify --shard` or `verify --instances --shard`.
+    Merge(merge::Args),
     /// Time the reference workloads of shared/bench/WORKLOADS.md.
     Bench(bench::Args),
     /// Train a certifiably robust network (checkpoints every epoch; rerun to resume).
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Convert(a) => convert::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Init(a) => init::run(a),
+        Command::Merge(a) => merge::run(a),
         Command::Train(a) => train::run(a),
         Command::Verify(a) => verify::run(a),
     });

@@ -7,6 +7,7 @@ use ironbound::error::{Error, Result};
 use ironbound::io::{atomic, vnnlib};
 use ironbound::tensor::default_device;
 use ironbound::verify::property::{self, Verdict, VerifyConfig};
+use ironbound::verify::shard::{self, Shard};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,6 +36,11 @@ pub struct Args {
     /// The competition's result file: `unsat`, or `sat` and the counterexample.
     #[arg(long)]
     vnncomp_result: Option<PathBuf>,
+    /// With --instances: decide only the I-th of N contiguous, nearly equal slices of the
+    /// instances (1-based); the rows get the columns instance,shard,total, and `ironbound
+    /// merge` combines the N files into the unsharded results.csv.
+    #[arg(long, value_name = "I/N", requires = "instances")]
+    shard: Option<String>,
     /// Seed of the falsification starts.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -115,12 +121,20 @@ fn run_instances(csv: &Path, a: &Args) -> Result<()> {
         return Err(Error::input("--instances needs --out results.csv"));
     };
     common::check_output(out)?;
+    let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
     let instances = read_instances(csv)?;
+    let range = match shard {
+        Some(s) => s.checked_range(instances.len(), "instances")?,
+        None => 0..instances.len(),
+    };
     let dir = csv.parent().unwrap_or(Path::new("."));
-    let bar = common::progress(instances.len(), "verify");
-    let mut text = String::from("onnx,vnnlib,result,seconds,stage\n");
+    let bar = common::progress(range.len(), "verify");
+    let mut text = match shard {
+        Some(_) => format!("{},{}\n", shard::RESULTS_HEADER, shard::SHARD_COLUMNS),
+        None => format!("{}\n", shard::RESULTS_HEADER),
+    };
     let mut tally = std::collections::BTreeMap::<&str, usize>::new();
-    for inst in &instances {
+    for (at, inst) in instances.iter().enumerate().take(range.end).skip(range.start) {
         let secs = a.timeout.unwrap_or(inst.timeout);
         let (result, seconds, stage) = match decide(&dir.join(&inst.onnx), &dir.join(&inst.vnnlib), secs, a.seed, &a.normalize) {
             Ok(v) => (v.result.as_str(), v.seconds, v.stage),
@@ -131,7 +145,8 @@ fn run_instances(csv: &Path, a: &Args) -> Result<()> {
         };
         bar.suspend(|| eprintln!("{} {}: {result} ({seconds:.2} s{})", inst.onnx, inst.vnnlib, if stage.is_empty() { String::new() } else { format!(", {stage}") }));
         *tally.entry(result).or_default() += 1;
-        let _ = writeln!(text, "{},{},{result},{seconds:.3},{stage}", inst.onnx, inst.vnnlib);
+        let columns = shard.map(|s| format!(",{}", shard::shard_columns(at, s, instances.len()))).unwrap_or_default();
+        let _ = writeln!(text, "{},{},{result},{seconds:.3},{stage}{columns}", inst.onnx, inst.vnnlib);
         bar.inc(1);
     }
     bar.finish_and_clear();

@@ -15,7 +15,12 @@ pub fn one_hot(labels: &[usize], k: usize, device: &Device) -> Tensor<2> {
 /// Mean cross-entropy of logits `[N, K]` against one-hot targets.
 pub fn cross_entropy(logits: Tensor<2>, one_hot: Tensor<2>) -> Tensor<1> {
     let n = logits.dims()[0] as f64;
-    (log_softmax(logits, 1) * one_hot).sum().neg() / n
+    cross_entropy_sum(logits, one_hot) / n
+}
+
+/// Summed cross-entropy: unlike the mean, no sample's gradient depends on the batch size.
+pub fn cross_entropy_sum(logits: Tensor<2>, one_hot: Tensor<2>) -> Tensor<1> {
+    (log_softmax(logits, 1) * one_hot).sum().neg()
 }
 
 /// The robust loss on elided margin lower bounds `lb` `[N, K-1]`: `CE(-[0, lb], 0)`, the

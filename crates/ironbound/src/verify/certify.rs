@@ -9,13 +9,14 @@
 use super::lp::{self, milp, StageBounds, Stages, Verdict};
 use super::method::CertMethod;
 use super::pgd::{self, PgdConfig};
+use super::shard::{ReportShard, Shard};
 use crate::bounds::{input_region, lower_bound, Interval, Method, Spec};
 use crate::error::{Error, Result};
 use crate::loss::predictions;
 use crate::net::Network;
 use crate::tensor::{from_vec, to_vec, Device, Tensor};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,9 @@ pub struct CertifyConfig {
     pub clip: Option<(f64, f64)>,
     /// Per-sample time budget of the solver-based methods (MILP stages, LP tightening).
     pub timeout: Duration,
+    /// Seed of the random slopes (`one-step`, `random-slope`); each sample's slopes come from
+    /// (seed, its index in the data), so they do not depend on the batch size or the shard.
+    pub seed: u64,
 }
 
 /// The default per-sample budget of solver-based methods.
@@ -44,7 +48,8 @@ pub enum Outcome {
 }
 
 /// How many samples ended each way.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Counts {
     pub certified: usize,
     pub falsified: usize,
@@ -68,15 +73,18 @@ impl Counts {
 }
 
 /// One stage of a cascade and the samples it decided.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct StageCount {
     pub method: String,
     pub certified: usize,
     pub falsified: usize,
 }
 
-/// `report.json` of `ironbound certify` (CONTRACT.md keys first, then extras).
-#[derive(Clone, Debug, Serialize)]
+/// `report.json` of `ironbound certify` (CONTRACT.md keys first, then extras). It reads back
+/// (for `merge`) refusing unknown keys, so a merge never drops what it does not know.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Report {
     pub n: usize,
     pub eps: f64,
@@ -87,7 +95,7 @@ pub struct Report {
     /// Per method: certified / falsified / timed out / unknown sample counts.
     pub outcomes: BTreeMap<String, Counts>,
     /// Per cascade: what each of its stages decided, in order.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cascade_stages: BTreeMap<String, Vec<StageCount>>,
     /// Samples some method certified although PGD broke them: always 0 unless a bound is wrong.
     pub soundness_conflicts: usize,
@@ -96,6 +104,19 @@ pub struct Report {
     pub clip: Option<(f64, f64)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<f64>,
+    /// Only in a `--shard` run's report: where its samples lie and their counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ReportShard>,
+}
+
+/// A fraction of `n` samples, as every report computes it (merged shards included, so that
+/// they give the same bits).
+pub fn accuracy(count: usize, n: usize) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        count as f64 / n as f64
+    }
 }
 
 /// Per-sample results, for callers that want more than the accuracies.
@@ -120,13 +141,15 @@ struct Samples<'a> {
     stages: Option<&'a Stages>,
     x: Tensor<4>,
     labels: Vec<usize>,
+    /// Each sample's index in the data (the key of its random slopes).
+    indices: Vec<u64>,
     region: Interval,
 }
 
 impl<'a> Samples<'a> {
-    fn new(net: &'a Network, stages: Option<&'a Stages>, x: Tensor<4>, labels: Vec<usize>, cfg: &CertifyConfig) -> Samples<'a> {
+    fn new(net: &'a Network, stages: Option<&'a Stages>, x: Tensor<4>, labels: Vec<usize>, indices: Vec<u64>, cfg: &CertifyConfig) -> Samples<'a> {
         let region = input_region(&x, cfg.eps, cfg.clip);
-        Samples { net, stages, x, labels, region }
+        Samples { net, stages, x, labels, indices, region }
     }
 
     fn len(&self) -> usize {
@@ -137,7 +160,7 @@ impl<'a> Samples<'a> {
         let device = self.x.device();
         let idx = Tensor::<1, crate::tensor::Int>::from_data(crate::tensor::TensorData::new(keep.iter().map(|&i| i as i64).collect::<Vec<_>>(), [keep.len()]), &device);
         let x = self.x.clone().select(0, idx);
-        Samples::new(self.net, self.stages, x, keep.iter().map(|&i| self.labels[i]).collect(), cfg)
+        Samples::new(self.net, self.stages, x, keep.iter().map(|&i| self.labels[i]).collect(), keep.iter().map(|&i| self.indices[i]).collect(), cfg)
     }
 
     fn stages(&self, method: &CertMethod) -> Result<&'a Stages> {
@@ -222,9 +245,9 @@ fn within(x: &Tensor<4>, region: &Interval, i: usize) -> bool {
 /// One method's outcome for each sample (all classified correctly).
 fn outcomes(s: &Samples, method: &CertMethod, cfg: &CertifyConfig, stage_counts: &mut Vec<StageCount>) -> Result<Vec<Outcome>> {
     let k = s.net.num_outputs();
-    let spec = || Spec::margins(&s.labels, k, &s.x.device());
+    let spec = || Spec::margins(&s.labels, k, &s.x.device()).map(|spec| spec.with_indices(s.indices.clone()));
     match method {
-        CertMethod::Bound(m) => Ok(from_margins(lower_bound(s.net, &s.region, &spec()?, &m.relaxation())?)),
+        CertMethod::Bound(m) => Ok(from_margins(lower_bound(s.net, &s.region, &spec()?, &m.relaxation().with_seed(cfg.seed))?)),
         CertMethod::Lp(r) => Ok(from_margins(lp::lower_bound(s.net, s.stages(method)?, &s.region, &spec()?, *r)?)),
         CertMethod::Milp | CertMethod::MilpLastLayer | CertMethod::MilpPartial { .. } => milp_outcomes(s, method, cfg),
         CertMethod::Cascade { stages, .. } => {
@@ -265,13 +288,38 @@ pub fn certify(
     device: &Device,
     progress: &mut dyn FnMut(usize),
 ) -> Result<(Report, SampleResults)> {
+    certify_shard(net, data, labels, None, cfg, device, &mut |done| {
+        progress(done);
+        Ok(())
+    })
+}
+
+/// [`certify`] of one shard of the samples (all of them for `None`): the report
+/// (and the per-sample results) cover the shard's samples only and carry a
+/// [`ReportShard`] that [`super::shard::merge_reports`] needs. Each sample is computed in the
+/// same batch position as in the unsharded run, so the merged shards give its report.
+/// `progress` counts the shard's samples; an error from it stops the work.
+pub fn certify_shard(
+    net: &Network,
+    data: &[f32],
+    labels: &[usize],
+    shard: Option<Shard>,
+    cfg: &CertifyConfig,
+    device: &Device,
+    progress: &mut dyn FnMut(usize) -> Result<()>,
+) -> Result<(Report, SampleResults)> {
     check_eps(cfg.eps)?;
     let shape = net.input_shape();
     let per = shape.iter().product::<usize>();
-    let n = labels.len();
-    if data.len() != n * per {
-        return Err(Error::input(format!("{} values for {n} samples of shape {shape:?}", data.len())));
+    let total = labels.len();
+    if data.len() != total * per {
+        return Err(Error::input(format!("{} values for {total} samples of shape {shape:?}", data.len())));
     }
+    let range = match shard {
+        Some(s) => s.checked_range(total, "samples")?,
+        None => 0..total,
+    };
+    let n = range.len();
     let k = net.num_outputs();
     if let Some(bad) = labels.iter().find(|&&y| y >= k) {
         return Err(Error::input(format!("label {bad} out of range for a model with {k} outputs")));
@@ -284,14 +332,17 @@ pub fn certify(
     let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
     let mut cascade_stages: BTreeMap<String, Vec<StageCount>> = BTreeMap::new();
     let bs = cfg.batch_size.max(1);
-    for start in (0..n).step_by(bs) {
-        let end = (start + bs).min(n);
+    let mut start = range.start;
+    while start < range.end {
+        // The unsharded run's batches cut to the shard: every sample keeps its position in its
+        // batch, which PGD's random start depends on.
+        let end = ((start / bs + 1) * bs).min(range.end);
         let m = end - start;
         let x = from_vec(data[start * per..end * per].to_vec(), [m, shape[0], shape[1], shape[2]], device);
         let y = &labels[start..end];
         let correct: Vec<bool> = predictions(net.forward(x.clone())).iter().zip(y).map(|(p, t)| p == t).collect();
         let keep: Vec<usize> = (0..m).filter(|&i| correct[i]).collect();
-        let batch = Samples::new(net, stages.as_ref(), x.clone(), y.to_vec(), cfg);
+        let batch = Samples::new(net, stages.as_ref(), x.clone(), y.to_vec(), (start as u64..end as u64).collect(), cfg);
         // Only correctly classified samples go to the methods (none: an empty selection).
         let right = (!keep.is_empty()).then(|| batch.subset(&keep, cfg));
         for method in &cfg.methods {
@@ -310,16 +361,17 @@ pub fn certify(
         }
         if let Some(p) = &cfg.pgd {
             let t0 = Instant::now();
-            let robust = pgd::robust(net, &x, y, &batch.region, cfg.eps, p);
+            let robust = pgd::robust_at(net, &x, y, &batch.region, cfg.eps, p, start % bs);
             let ok = robust.iter().zip(&correct).map(|(r, c)| *r && *c);
             results.pgd_robust.get_or_insert_with(Vec::new).extend(ok);
             *seconds.entry("pgd".into()).or_default() += t0.elapsed().as_secs_f64();
         }
         results.correct.extend(correct);
-        progress(end);
+        progress(end - range.start)?;
+        start = end;
     }
     cascade_stages.retain(|_, v| !v.is_empty());
-    let frac = |c: usize| if n == 0 { 0.0 } else { c as f64 / n as f64 };
+    let frac = |c: usize| accuracy(c, n);
     let outcomes: BTreeMap<String, Counts> = results.outcomes.iter().map(|(k, v)| (k.clone(), Counts::of(v))).collect();
     let soundness_conflicts = match &results.pgd_robust {
         Some(pgd) => (0..n).filter(|&i| !pgd[i] && results.correct[i] && results.outcomes.values().any(|v| v[i] == Outcome::Certified)).count(),
@@ -328,18 +380,21 @@ pub fn certify(
     if soundness_conflicts > 0 {
         tracing::error!("{soundness_conflicts} samples were certified although PGD found a counterexample: a bound is wrong");
     }
+    let clean = results.correct.iter().filter(|&&b| b).count();
+    let pgd_robust = results.pgd_robust.as_deref().map(|v| v.iter().filter(|&&b| b).count());
     let report = Report {
         n,
         eps: cfg.eps,
-        clean_accuracy: frac(results.correct.iter().filter(|&&b| b).count()),
+        clean_accuracy: frac(clean),
         certified_accuracy: outcomes.iter().map(|(k, c)| (k.clone(), frac(c.certified))).collect(),
-        pgd_accuracy: results.pgd_robust.as_deref().map(|v| frac(v.iter().filter(|&&b| b).count())),
+        pgd_accuracy: pgd_robust.map(frac),
         outcomes,
         cascade_stages,
         soundness_conflicts,
         seconds,
         clip: cfg.clip,
         timeout_seconds: cfg.methods.iter().any(CertMethod::uses_solver).then(|| cfg.timeout.as_secs_f64()),
+        shard: shard.map(|s| ReportShard { index: s.index, count: s.count, start: range.start, end: range.end, total, clean, pgd_robust }),
     };
     Ok((report, results))
 }

@@ -7,7 +7,9 @@ pub mod lp;
 pub mod method;
 pub mod pgd;
 pub mod property;
+pub mod shard;
 
 pub use certify::{certify, CertifyConfig, Outcome, Report};
 pub use method::{parse_cert_methods, CertMethod};
 pub use pgd::PgdConfig;
+pub use shard::Shard;

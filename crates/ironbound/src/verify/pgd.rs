@@ -2,7 +2,7 @@
 //! robust accuracy, to compare with the certified lower bounds.
 
 use crate::bounds::Interval;
-use crate::loss::{cross_entropy, one_hot, predictions};
+use crate::loss::{cross_entropy, cross_entropy_sum, one_hot, predictions};
 use crate::net::init::SplitMix64;
 use crate::net::Network;
 use crate::tensor::{from_vec, Tensor};
@@ -23,17 +23,35 @@ impl PgdConfig {
     }
 }
 
+/// One PGD run: its restart number, where the rows of `x` sit in their batch, and how the
+/// loss is reduced.
+#[derive(Clone, Copy)]
+struct Run {
+    restart: u64,
+    /// The batch position of the first row: the random start skips the noise of the rows
+    /// before it.
+    position: usize,
+    /// Sum the per-sample losses instead of averaging them, so that no row's gradient depends
+    /// on how many rows there are.
+    summed: bool,
+}
+
+const BATCH: Run = Run { restart: 0, position: 0, summed: false };
+
 /// Runs PGD from one start; returns the final point and whether each sample was
 /// misclassified at some step.
-fn one_run(net: &Network, x: &Tensor<4>, y: &[usize], region: &Interval, eps: f64, cfg: &PgdConfig, restart: u64) -> (Tensor<4>, Vec<bool>) {
+fn one_run(net: &Network, x: &Tensor<4>, y: &[usize], region: &Interval, eps: f64, cfg: &PgdConfig, at: Run) -> (Tensor<4>, Vec<bool>) {
     let k = net.num_outputs();
     let device = x.device();
     let targets = one_hot(y, k, &device);
     let mut x_adv = x.clone();
     if cfg.random_start {
         let dims = x.dims();
-        let n = dims.iter().product();
-        let mut rng = SplitMix64::new(cfg.seed.wrapping_mul(0x100000001B3).wrapping_add(restart));
+        let n: usize = dims.iter().product();
+        let mut rng = SplitMix64::new(cfg.seed.wrapping_mul(0x100000001B3).wrapping_add(at.restart));
+        for _ in 0..at.position * (n / dims[0].max(1)) {
+            rng.next_u64();
+        }
         let noise: Vec<f32> = (0..n).map(|_| ((2.0 * rng.uniform() - 1.0) * eps) as f32).collect();
         x_adv = x_adv + from_vec(noise, dims, &device);
         x_adv = x_adv.max_pair(region.lo.clone()).min_pair(region.hi.clone());
@@ -49,7 +67,8 @@ fn one_run(net: &Network, x: &Tensor<4>, y: &[usize], region: &Interval, eps: f6
         let tracked = x_adv.clone().autodiff().require_grad();
         let logits = net.forward(tracked.clone());
         mark(logits.clone().detach().without_autodiff(), &mut fooled);
-        let grads = cross_entropy(logits, targets.clone()).backward();
+        let loss = if at.summed { cross_entropy_sum(logits, targets.clone()) } else { cross_entropy(logits, targets.clone()) };
+        let grads = loss.backward();
         let Some(g) = tracked.grad(&grads) else { break };
         x_adv = (x_adv + g.sign() * step).max_pair(region.lo.clone()).min_pair(region.hi.clone());
     }
@@ -59,9 +78,21 @@ fn one_run(net: &Network, x: &Tensor<4>, y: &[usize], region: &Interval, eps: f6
 
 /// Per sample: true when no restart found a misclassified point in the region.
 pub fn robust(net: &Network, x: &Tensor<4>, y: &[usize], region: &Interval, eps: f64, cfg: &PgdConfig) -> Vec<bool> {
+    robust_placed(net, x, y, region, eps, cfg, BATCH)
+}
+
+/// [`robust`] for rows that sit at `position..` of a batch, each attacked exactly as it would
+/// be in the whole batch: its random start is its part of the batch's noise, and the loss is
+/// summed so its gradient does not depend on the other rows. `certify` uses it so that a
+/// shard's samples meet the attack of one unsharded run.
+pub fn robust_at(net: &Network, x: &Tensor<4>, y: &[usize], region: &Interval, eps: f64, cfg: &PgdConfig, position: usize) -> Vec<bool> {
+    robust_placed(net, x, y, region, eps, cfg, Run { position, summed: true, ..BATCH })
+}
+
+fn robust_placed(net: &Network, x: &Tensor<4>, y: &[usize], region: &Interval, eps: f64, cfg: &PgdConfig, at: Run) -> Vec<bool> {
     let mut fooled = vec![false; y.len()];
     for r in 0..cfg.restarts.max(1) {
-        let (_, f) = one_run(net, x, y, region, eps, cfg, r as u64);
+        let (_, f) = one_run(net, x, y, region, eps, cfg, Run { restart: r as u64, ..at });
         for (a, b) in fooled.iter_mut().zip(f) {
             *a |= b;
         }
@@ -71,5 +102,5 @@ pub fn robust(net: &Network, x: &Tensor<4>, y: &[usize], region: &Interval, eps:
 
 /// The adversarial points of one PGD run (for attacks used in training and analysis).
 pub fn attack(net: &Network, x: &Tensor<4>, y: &[usize], region: &Interval, eps: f64, cfg: &PgdConfig) -> Tensor<4> {
-    one_run(net, x, y, region, eps, cfg, 0).0
+    one_run(net, x, y, region, eps, cfg, BATCH).0
 }
