@@ -8,6 +8,7 @@ mod common;
 mod convert;
 mod init;
 mod merge;
+mod report;
 mod train;
 mod verify;
 
@@ -43,6 +44,8 @@ enum Command {
     Init(init::Args),
     /// Combine the shard files of `certify --shard` or `verify --instances --shard`.
     Merge(merge::Args),
+    /// One self-contained HTML page for a training run (curves, config, analyses).
+    Report(report::Args),
     /// Time the reference workloads of shared/bench/WORKLOADS.md.
     Bench(bench::Args),
     /// Train a certifiably robust network (checkpoints every epoch; rerun to resume).
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Init(a) => init::run(a),
         Command::Merge(a) => merge::run(a),
+        Command::Report(a) => report::run(a),
         Command::Train(a) => train::run(a),
         Command::Verify(a) => verify::run(a),
     });

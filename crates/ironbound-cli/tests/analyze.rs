@@ -151,3 +151,21 @@ fn cross_certification_rows_are_certify_reports() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--names has 2 names for 1 models"));
 }
+
+#[test]
+fn report_renders_a_committed_run_and_refuses_a_directory_without_metrics() {
+    let d = workdir("report");
+    let run_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results/fcsmall-pgd-eps0.1-lp-milp");
+    let page = d.join("page.html");
+    let out = run(&["report", run_dir.to_str().unwrap(), "--out", page.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+    assert!(html.matches("<svg").count() >= 4, "figures inlined");
+    assert!(html.contains("<h2>Accuracy</h2>") && html.contains("<h2>Configuration</h2>"));
+    let out = run(&["report", d.to_str().unwrap(), "--out", d.join("x.html").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no metrics.jsonl") && err.trim_end().lines().count() == 1, "{err}");
+    assert!(!d.join("x.html").exists());
+}

@@ -3,5 +3,6 @@
 
 pub mod cross;
 pub mod plot;
+pub mod report;
 pub mod scan;
 pub mod tightness;

@@ -156,6 +156,15 @@ impl LineChart {
     pub fn write(&self, stem: &Path) -> Result<()> {
         write_figure(stem, |area| self.draw(area), |area| self.draw(area))
     }
+
+    /// The chart as an SVG document (for pages that inline their figures).
+    pub fn svg(&self) -> Result<String> {
+        // Even SVG text is measured (legend boxes), so the font must be loaded.
+        ensure_font()?;
+        let mut svg = String::new();
+        self.draw(SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area())?;
+        Ok(svg)
+    }
 }
 
 impl Heatmap {
