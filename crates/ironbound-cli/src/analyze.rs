@@ -80,6 +80,10 @@ struct TightnessArgs {
     /// Per-sample time budget in seconds of the solver-based methods.
     #[arg(long, allow_negative_numbers = true)]
     timeout: Option<f64>,
+    /// Evaluate only the I-th of N contiguous slices of the samples; `ironbound merge --out
+    /// DIR SHARD_DIR...` makes the unsharded outputs from the shards' directories.
+    #[arg(long)]
+    shard: Option<ironbound::verify::shard::Shard>,
     /// Output directory: cr_curve.csv, cr_auc.json, cr_curve.png/.svg, tightness.json.
     #[arg(long)]
     out: PathBuf,
@@ -352,12 +356,17 @@ fn run_tightness(a: TightnessArgs) -> Result<()> {
     let device = default_device();
     let (net, ds) = a.data.load(&device)?;
     let labels: Vec<usize> = ds.labels.iter().map(|&l| l as usize).collect();
-    let cfg = TightnessConfig { eps_max: a.eps_max, steps: a.steps, methods, batch_size: a.data.batch_size, clip: a.data.clip(), timeout };
-    let bar = common::progress(labels.len() * a.steps, "tightness");
-    let curves = tightness::cr_curves(&net, &ds.images, &labels, &cfg, &device, &mut |done, _| bar.set_position(done as u64))?;
-    bar.finish_and_clear();
+    let cfg = TightnessConfig { eps_max: a.eps_max, steps: a.steps, methods, batch_size: a.data.batch_size, clip: a.data.clip(), timeout, shard: a.shard };
     let model = a.data.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    curves.write(&a.out, &format!("CR curves: {model} on {} (n = {})", a.data.dataset, curves.n))?;
+    // The title names all samples, also in a shard, so merged shards draw the same figure.
+    let title = format!("CR curves: {model} on {} (n = {})", a.data.dataset, labels.len());
+    let bar = common::progress(labels.len() * a.steps, "tightness");
+    let curves = tightness::cr_curves(&net, &ds.images, &labels, &cfg, &title, &device, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64)
+    })?;
+    bar.finish_and_clear();
+    curves.write(&a.out)?;
     let auc = curves.auc();
     eprintln!(
         "n={} eps_max={} steps={} cr_auc: {}",

@@ -169,3 +169,44 @@ fn report_renders_a_committed_run_and_refuses_a_directory_without_metrics() {
     assert!(err.contains("no metrics.jsonl") && err.trim_end().lines().count() == 1, "{err}");
     assert!(!d.join("x.html").exists());
 }
+
+#[test]
+fn tightness_shards_merge_into_the_unsharded_outputs() {
+    let d = workdir("shards");
+    let m = model();
+    let args = |out: &Path, shard: Option<&str>| {
+        let mut v = vec!["analyze", "tightness", "--model", m.to_str().unwrap(), "--dataset", "fashion-mnist", "--eps-max", "0.05", "--steps", "3", "--method", "ibp,crown", "--n", "23", "--batch-size", "10"]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+        v.extend(["--out".into(), out.display().to_string()]);
+        if let Some(s) = shard {
+            v.extend(["--shard".into(), s.into()]);
+        }
+        v
+    };
+    let call = |v: Vec<String>| run(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    let whole = d.join("whole");
+    assert!(call(args(&whole, None)).status.success());
+    let shards: Vec<PathBuf> = (1..=3).map(|i| d.join(format!("s{i}"))).collect();
+    for (i, s) in shards.iter().enumerate() {
+        let out = call(args(s, Some(&format!("{}/3", i + 1))));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let merged = d.join("merged");
+    let mut margs = vec!["merge".to_string(), "--out".into(), merged.display().to_string()];
+    margs.extend(shards.iter().rev().map(|s| s.display().to_string()));
+    let out = call(margs);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["cr_curve.csv", "cr_auc.json", "cr_curve.svg"] {
+        assert_eq!(std::fs::read(whole.join(f)).unwrap(), std::fs::read(merged.join(f)).unwrap(), "{f}");
+    }
+    let (mut a, mut b) = (json(&whole.join("tightness.json")), json(&merged.join("tightness.json")));
+    a.as_object_mut().unwrap().remove("seconds");
+    b.as_object_mut().unwrap().remove("seconds");
+    assert_eq!(a, b);
+    // A missing shard is refused.
+    let out = call(vec!["merge".into(), "--out".into(), d.join("bad").display().to_string(), shards[0].display().to_string(), shards[2].display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing shard 2/3"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -10,7 +10,8 @@ use super::plot::{LineChart, Series};
 use crate::error::{Error, Result};
 use crate::net::Network;
 use crate::tensor::Device;
-use crate::verify::certify::{certify, CertifyConfig};
+use crate::verify::certify::{certify_shard, CertifyConfig};
+use crate::verify::shard::{arrange, Part, Shard};
 use crate::verify::CertMethod;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -27,6 +28,18 @@ pub struct TightnessConfig {
     pub batch_size: usize,
     pub clip: Option<(f64, f64)>,
     pub timeout: Duration,
+    /// Only this slice of the samples (`analyze tightness --shard I/N`).
+    pub shard: Option<Shard>,
+}
+
+/// Where a shard's samples lie among all of them (`ironbound merge` needs it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurveShard {
+    pub index: usize,
+    pub count: usize,
+    pub start: usize,
+    pub end: usize,
+    pub total: usize,
 }
 
 /// Certified counts per method and radius: everything the outputs are made of.
@@ -43,6 +56,12 @@ pub struct CrCurves {
     pub certified: BTreeMap<String, Vec<usize>>,
     /// Wall-clock seconds per method over all radii.
     pub seconds: BTreeMap<String, f64>,
+    /// The figure's title (kept so that merged shards draw the same figure).
+    #[serde(default)]
+    pub title: String,
+    /// Only in a shard's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<CurveShard>,
 }
 
 /// `steps` radii evenly spaced in [0, eps_max]; the last is eps_max exactly.
@@ -107,7 +126,7 @@ impl CrCurves {
 
     /// Writes cr_curve.csv, cr_auc.json, cr_curve.png/.svg and tightness.json (the counts,
     /// the paper-unit AUCs and timings) into `dir`, each file atomically.
-    pub fn write(&self, dir: &Path, title: &str) -> Result<()> {
+    pub fn write(&self, dir: &Path) -> Result<()> {
         use crate::io::atomic::write_bytes;
         let json = |v: &serde_json::Value| serde_json::to_string_pretty(v).map(|s| s + "\n").map_err(Error::internal);
         write_bytes(&dir.join("cr_curve.csv"), self.csv().as_bytes())?;
@@ -115,18 +134,62 @@ impl CrCurves {
         let mut detail = serde_json::to_value(self).map_err(Error::internal)?;
         detail["cr_auc_percent_eps"] = serde_json::to_value(self.auc_paper_units()).map_err(Error::internal)?;
         write_bytes(&dir.join("tightness.json"), json(&detail)?.as_bytes())?;
-        self.chart(title).write(&dir.join("cr_curve"))
+        self.chart(&self.title).write(&dir.join("cr_curve"))
     }
 }
 
-/// The CR curves of `cfg.methods` on the samples. `progress(done, total)` counts
-/// sample-radius pairs.
-pub fn cr_curves(net: &Network, data: &[f32], labels: &[usize], cfg: &TightnessConfig, device: &Device, progress: &mut dyn FnMut(usize, usize)) -> Result<CrCurves> {
+/// The curves of all samples from the curves of every shard (in any order): the counts are
+/// summed, so every fraction, AUC and figure equals the unsharded run's; seconds are summed.
+pub fn merge(parts: &[(String, CrCurves)]) -> Result<CrCurves> {
+    let described = parts
+        .iter()
+        .map(|(name, c)| {
+            let s = c.shard.ok_or_else(|| Error::file(name, "is not the output of `analyze tightness --shard`"))?;
+            Ok(Part { name: name.clone(), shard: Shard::new(s.index, s.count)?, total: s.total, range: s.start..s.end })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let order = arrange(&described, "samples")?;
+    let (first_name, first) = &parts[order[0]];
+    let mut out = CrCurves { n: 0, clean: 0, shard: None, ..first.clone() };
+    out.certified.values_mut().for_each(|v| v.iter_mut().for_each(|c| *c = 0));
+    out.seconds.values_mut().for_each(|t| *t = 0.0);
+    for &i in &order {
+        let (name, c) = &parts[i];
+        if c.radii != first.radii || c.methods != first.methods || c.eps_max != first.eps_max {
+            return Err(Error::input(format!("{name} and {first_name} have different radii or methods: shards of different runs cannot be merged")));
+        }
+        out.n += c.n;
+        out.clean += c.clean;
+        for m in &c.methods {
+            let (Some(sum), Some(add)) = (out.certified.get_mut(m), c.certified.get(m)) else {
+                return Err(Error::file(name, format!("has no counts for {m}")));
+            };
+            sum.iter_mut().zip(add).for_each(|(s, a)| *s += a);
+            *out.seconds.entry(m.clone()).or_default() += c.seconds.get(m).copied().unwrap_or(0.0);
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a shard's (or any run's) `tightness.json`.
+pub fn read(dir: &Path) -> Result<CrCurves> {
+    let path = dir.join("tightness.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, format!("cannot read: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("not an `analyze tightness` output: {e}")))
+}
+
+/// The CR curves of `cfg.methods` on the samples (of the shard, with `cfg.shard`), titled
+/// `title`. `progress(done, total)` counts sample-radius pairs.
+pub fn cr_curves(net: &Network, data: &[f32], labels: &[usize], cfg: &TightnessConfig, title: &str, device: &Device, progress: &mut dyn FnMut(usize, usize)) -> Result<CrCurves> {
     let radii = radii(cfg.eps_max, cfg.steps)?;
     if cfg.methods.is_empty() {
         return Err(Error::input("the method list is empty: give at least one method"));
     }
-    let n = labels.len();
+    let range = match cfg.shard {
+        Some(s) => s.checked_range(labels.len(), "samples")?,
+        None => 0..labels.len(),
+    };
+    let n = range.len();
     let total = n * radii.len();
     let methods: Vec<String> = cfg.methods.iter().map(CertMethod::name).collect();
     let mut certified: BTreeMap<String, Vec<usize>> = methods.iter().map(|m| (m.clone(), Vec::new())).collect();
@@ -134,7 +197,10 @@ pub fn cr_curves(net: &Network, data: &[f32], labels: &[usize], cfg: &TightnessC
     let mut clean = 0;
     for (i, &eps) in radii.iter().enumerate() {
         let run = CertifyConfig { eps, methods: cfg.methods.clone(), batch_size: cfg.batch_size, pgd: None, clip: cfg.clip, timeout: cfg.timeout };
-        let (report, results) = certify(net, data, labels, &run, device, &mut |done| progress(i * n + done, total))?;
+        let (report, results) = certify_shard(net, data, labels, cfg.shard, &run, device, &mut |done| {
+            progress(i * n + done, total);
+            Ok(())
+        })?;
         clean = results.correct.iter().filter(|&&c| c).count();
         for m in &methods {
             let counts = report.outcomes.get(m).ok_or_else(|| Error::internal(format!("certify reported no result for {m}")))?;
@@ -142,7 +208,8 @@ pub fn cr_curves(net: &Network, data: &[f32], labels: &[usize], cfg: &TightnessC
             *seconds.entry(m.clone()).or_default() += report.seconds.get(m).copied().unwrap_or(0.0);
         }
     }
-    Ok(CrCurves { n, eps_max: cfg.eps_max, radii, clean, methods, certified, seconds })
+    let shard = cfg.shard.map(|s| CurveShard { index: s.index, count: s.count, start: range.start, end: range.end, total: labels.len() });
+    Ok(CrCurves { n, eps_max: cfg.eps_max, radii, clean, methods, certified, seconds, title: title.into(), shard })
 }
 
 #[cfg(test)]
@@ -170,6 +237,8 @@ mod tests {
             methods: vec!["a".into(), "b".into()],
             certified: [("a".to_string(), vec![10, 5, 0]), ("b".to_string(), vec![8, 8, 8])].into(),
             seconds: BTreeMap::new(),
+            title: String::new(),
+            shard: None,
         };
         let auc = curves.auc();
         assert!((auc["a"] - 0.5).abs() < 1e-15 && (auc["b"] - 0.8).abs() < 1e-15, "{auc:?}");
