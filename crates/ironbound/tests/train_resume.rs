@@ -204,3 +204,49 @@ fn sharded_batches_train_like_whole_batches() {
     }
     assert!(runs[0][2].robust_loss.is_some(), "the robust loss was trained");
 }
+
+/// Asks to stop after `after_steps` optimiser steps, or at the end of the first epoch.
+struct StopAfter {
+    steps: usize,
+    after_steps: Option<usize>,
+    epochs_seen: usize,
+}
+
+impl ironbound::train::Progress for StopAfter {
+    fn step(&mut self, _done: usize, _loss: f64) {
+        self.steps += 1;
+    }
+    fn epoch_end(&mut self, _m: &EpochMetrics) {
+        self.epochs_seen += 1;
+    }
+    fn stop_requested(&mut self) -> bool {
+        match self.after_steps {
+            Some(s) => self.steps >= s,
+            None => self.epochs_seen >= 1,
+        }
+    }
+}
+
+#[test]
+fn a_stop_request_ends_the_run_like_an_interruption() {
+    let r = config("ibp", 2);
+    let d = data(&r);
+    // After epoch 1: the same files as `max_epochs_this_run = 1`, and a rerun resumes.
+    let dir = temp_dir("stop-epoch");
+    let mut at_epoch = StopAfter { steps: 0, after_steps: None, epochs_seen: 0 };
+    let first = run(&r, &d, &dir, &RunOptions::default(), &mut at_epoch).unwrap();
+    assert!(!first.completed);
+    assert_eq!(first.metrics.len(), 1);
+    assert!(!dir.join("model.safetensors").exists());
+    let rest = run(&r, &d, &dir, &RunOptions::default(), &mut Silent).unwrap();
+    assert!(rest.completed && rest.resumed_from == Some(1));
+    let _ = std::fs::remove_dir_all(&dir);
+    // Mid-epoch (80 samples in batches of 16: 5 steps per epoch): nothing of epoch 2 is kept.
+    let dir = temp_dir("stop-step");
+    let mut mid = StopAfter { steps: 0, after_steps: Some(7), epochs_seen: 0 };
+    let stopped = run(&r, &d, &dir, &RunOptions::default(), &mut mid).unwrap();
+    assert!(!stopped.completed);
+    assert_eq!((stopped.metrics.len(), mid.steps), (1, 7));
+    assert_eq!(checkpoint::load(&dir.join(checkpoint::FILE_NAME), &ironbound::tensor::default_device()).unwrap().meta.epoch, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -28,6 +28,12 @@ pub trait Progress {
     fn eval_start(&mut self, _samples: usize) {}
     fn eval_step(&mut self, _samples_done: usize) {}
     fn epoch_end(&mut self, _metrics: &EpochMetrics) {}
+    /// Asked after each step and each epoch: true stops the run there as if it had been
+    /// interrupted (the checkpoint holds the last finished epoch; rerunning resumes). Python's
+    /// `train` uses it for Ctrl-C and for an exception in its callback.
+    fn stop_requested(&mut self) -> bool {
+        false
+    }
 }
 
 /// Reports nothing.
@@ -217,7 +223,7 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
         Some(m) => (start_epoch + m).min(r.epochs),
         None => r.epochs,
     };
-    for epoch in start_epoch..last {
+    'epochs: for epoch in start_epoch..last {
         let t0 = Instant::now();
         progress.epoch_start(epoch + 1, r.epochs, n);
         let order = batches::epoch_order(n, c.seed, epoch);
@@ -278,6 +284,9 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
             net = opt.apply(&net, step.grads, scale)?;
             global_step += 1;
             progress.step(((b + 1) * bs).min(n), loss_sum / (b + 1) as f64);
+            if progress.stop_requested() {
+                break 'epochs;
+            }
         }
         let train_seconds = t0.elapsed().as_secs_f64();
 
@@ -325,6 +334,9 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
                 log.append(m)?;
             }
             progress.epoch_end(m);
+        }
+        if progress.stop_requested() {
+            break;
         }
     }
 
