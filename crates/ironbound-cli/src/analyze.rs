@@ -30,6 +30,39 @@ enum Analysis {
     /// Every model certified with every method: the cross-certification matrix (paradox
     /// Table 7).
     Cross(CrossArgs),
+    /// Distributions of tightness and robust loss over the samples for several models and
+    /// relaxations, as violins (loss-landscape Figure 4).
+    Violin(ViolinArgs),
+}
+
+#[derive(Parser)]
+struct ViolinArgs {
+    /// Comma-separated model files.
+    #[arg(long)]
+    models: String,
+    /// Comma-separated model names (default: the file names without extension).
+    #[arg(long)]
+    names: Option<String>,
+    /// Comma-separated relaxations; every model is measured with each.
+    #[arg(long, default_value = "crown-ibp")]
+    method: String,
+    #[arg(long)]
+    dataset: String,
+    #[arg(long, default_value = "test")]
+    split: String,
+    #[arg(long, allow_negative_numbers = true)]
+    eps: f64,
+    #[arg(long)]
+    n: Option<usize>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    #[command(flatten)]
+    normalize: common::NormalizeArg,
+    /// Output directory: violin.csv, summary.json, violin_tightness.png/.svg, violin_loss.png/.svg.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Parser)]
@@ -144,7 +177,54 @@ pub fn run(a: Args) -> Result<()> {
         Analysis::Tightness(t) => run_tightness(t),
         Analysis::Scan(s) => run_scan(s),
         Analysis::Cross(c) => run_cross(c),
+        Analysis::Violin(v) => run_violin(v),
     }
+}
+
+/// Model files and their names from `--models` / `--names`.
+fn model_list(models: &str, names: Option<&str>) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    let paths: Vec<PathBuf> = models.split(',').map(str::trim).filter(|p| !p.is_empty()).map(PathBuf::from).collect();
+    if paths.is_empty() {
+        return Err(Error::input("--models: give at least one model file"));
+    }
+    let names: Vec<String> = match names {
+        Some(list) => list.split(',').map(|s| s.trim().to_string()).collect(),
+        None => paths.iter().map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()).collect(),
+    };
+    if names.len() != paths.len() {
+        return Err(Error::input(format!("--names has {} names for {} models", names.len(), paths.len())));
+    }
+    Ok((paths, names))
+}
+
+fn run_violin(a: ViolinArgs) -> Result<()> {
+    use ironbound::analyze::violin::{self, Group};
+    let methods = parse_methods(&a.method)?;
+    if methods.is_empty() {
+        return Err(Error::input("--method: the method list is empty; give at least one method"));
+    }
+    let (paths, names) = model_list(&a.models, a.names.as_deref())?;
+    ironbound::verify::certify::check_eps(a.eps)?;
+    common::check_output_dir(&a.out)?;
+    ironbound::analyze::plot::ensure_font()?;
+    let device = default_device();
+    let name: ironbound::data::DatasetName = a.dataset.parse()?;
+    let nets = paths.iter().map(|p| common::load_for(p, &a.normalize, name, &device)).collect::<Result<Vec<_>>>()?;
+    let ds = common::load_dataset(name, &a.split, a.data_dir.as_deref(), a.n)?;
+    let labels: Vec<usize> = ds.labels.iter().map(|&l| l as usize).collect();
+    let bar = common::progress(nets.len() * methods.len(), "violin");
+    let mut groups = Vec::new();
+    for (net, model) in nets.iter().zip(&names) {
+        for &m in &methods {
+            let (tightness, robust_loss) = violin::measure(net, &ds.images, &labels, a.eps, Some((0.0, 1.0)), m, a.batch_size, &device)?;
+            groups.push(Group { model: model.clone(), method: m.name().to_string(), tightness, robust_loss });
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    violin::write(&a.out, &groups, a.eps)?;
+    eprintln!("{} groups of {} samples into {}", groups.len(), labels.len(), a.out.display());
+    Ok(())
 }
 
 fn run_cross(a: CrossArgs) -> Result<()> {
@@ -153,17 +233,7 @@ fn run_cross(a: CrossArgs) -> Result<()> {
     if methods.is_empty() {
         return Err(Error::input("--method: the method list is empty; give at least one method"));
     }
-    let paths: Vec<PathBuf> = a.models.split(',').map(str::trim).filter(|p| !p.is_empty()).map(PathBuf::from).collect();
-    if paths.is_empty() {
-        return Err(Error::input("--models: give at least one model file"));
-    }
-    let names: Vec<String> = match &a.names {
-        Some(list) => list.split(',').map(|s| s.trim().to_string()).collect(),
-        None => paths.iter().map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()).collect(),
-    };
-    if names.len() != paths.len() {
-        return Err(Error::input(format!("--names has {} names for {} models", names.len(), paths.len())));
-    }
+    let (paths, names) = model_list(&a.models, a.names.as_deref())?;
     ironbound::verify::certify::check_eps(a.eps)?;
     common::check_output_dir(&a.out)?;
     ironbound::analyze::plot::ensure_font()?;

@@ -210,3 +210,23 @@ fn tightness_shards_merge_into_the_unsharded_outputs() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing shard 2/3"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn violins_summarise_per_sample_tightness_and_loss() {
+    let d = workdir("violin");
+    let out_dir = d.join("v");
+    let m = model();
+    let out = run(&["analyze", "violin", "--models", m.to_str().unwrap(), "--names", "pgd", "--method", "ibp,crown", "--dataset", "fashion-mnist", "--eps", "0.05", "--n", "20", "--out", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csv = std::fs::read_to_string(out_dir.join("violin.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2 * 20);
+    let mean = |method: &str| -> f64 {
+        let v: Vec<f64> = csv.lines().skip(1).filter(|l| l.split(',').nth(1) == Some(method)).map(|l| l.split(',').nth(3).unwrap().parse().unwrap()).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    // CROWN is tighter than IBP on every sample of a PGD-trained net, so on average too.
+    assert!(mean("crown") < mean("ibp"), "crown {} ibp {}", mean("crown"), mean("ibp"));
+    let s = json(&out_dir.join("summary.json"));
+    assert_eq!(s["groups"].as_array().unwrap().len(), 2);
+    assert!(out_dir.join("violin_tightness.png").exists() && out_dir.join("violin_loss.svg").exists());
+}

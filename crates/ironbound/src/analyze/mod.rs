@@ -6,3 +6,4 @@ pub mod plot;
 pub mod report;
 pub mod scan;
 pub mod tightness;
+pub mod violin;

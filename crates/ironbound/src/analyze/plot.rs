@@ -52,6 +52,16 @@ pub struct Heatmap {
     pub y_label: String,
 }
 
+/// Distributions side by side: one violin (a mirrored kernel density estimate) per group,
+/// with its median and quartiles marked.
+#[derive(Clone, Debug)]
+pub struct Violins {
+    pub title: String,
+    pub y_label: String,
+    /// (group name, samples).
+    pub groups: Vec<(String, Vec<f64>)>,
+}
+
 /// Registers the font once per process; fails with an actionable message when none exists.
 pub fn ensure_font() -> Result<()> {
     static LOADED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
@@ -214,6 +224,82 @@ impl Heatmap {
                     plotters::style::text_anchor::VPos::Center,
                 ));
                 chart.draw_series(std::iter::once(Text::new(text, (x0 + 0.5, y0 + 0.5), style))).map_err(draw_error)?;
+            }
+        }
+        root.present().map_err(draw_error)
+    }
+
+    /// Writes `STEM.png` and `STEM.svg`, each atomically.
+    pub fn write(&self, stem: &Path) -> Result<()> {
+        write_figure(stem, |area| self.draw(area), |area| self.draw(area))
+    }
+}
+
+/// Gaussian kernel density of `xs` at `at`, Silverman's bandwidth.
+fn density(xs: &[f64], at: &[f64]) -> Vec<f64> {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let sd = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
+    let h = (1.06 * sd * n.powf(-0.2)).max(1e-9 * (1.0 + mean.abs()));
+    at.iter().map(|&y| xs.iter().map(|&x| (-0.5 * ((y - x) / h).powi(2)).exp()).sum::<f64>() / (n * h * (2.0 * std::f64::consts::PI).sqrt())).collect()
+}
+
+/// The `q`-quantile of sorted values (linear interpolation).
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let (i, frac) = (pos.floor() as usize, pos - pos.floor());
+    sorted[i] + frac * (sorted[(i + 1).min(sorted.len() - 1)] - sorted[i])
+}
+
+impl Violins {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, plotters::coord::Shift>) -> Result<()> {
+        root.fill(&WHITE).map_err(draw_error)?;
+        let finite: Vec<Vec<f64>> = self.groups.iter().map(|(_, v)| {
+            let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+            v.sort_by(f64::total_cmp);
+            v
+        }).collect();
+        let (lo, hi) = finite.iter().flatten().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+        let (lo, hi) = if lo.is_finite() && hi > lo { (lo, hi) } else if lo.is_finite() { (lo - 0.5, lo + 0.5) } else { (0.0, 1.0) };
+        let pad = 0.05 * (hi - lo);
+        let names: Vec<String> = self.groups.iter().map(|(n, _)| n.clone()).collect();
+        let k = names.len().max(1);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(&self.title, ("sans-serif", 22))
+            .margin(16)
+            .x_label_area_size(48)
+            .y_label_area_size(72)
+            .build_cartesian_2d(0.0..k as f64, (lo - pad)..(hi + pad))
+            .map_err(draw_error)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(2 * k + 1)
+            .x_label_formatter(&|x| label_at(&names, *x))
+            .y_desc(&self.y_label)
+            .label_style(("sans-serif", 16))
+            .axis_desc_style(("sans-serif", 18))
+            .draw()
+            .map_err(draw_error)?;
+        for (i, v) in finite.iter().enumerate() {
+            if v.len() < 2 {
+                continue;
+            }
+            let c = colour(i);
+            let grid: Vec<f64> = (0..=100).map(|j| v[0] + (v[v.len() - 1] - v[0]) * j as f64 / 100.0).collect();
+            let d = density(v, &grid);
+            let peak = d.iter().copied().fold(0.0, f64::max).max(1e-300);
+            let centre = i as f64 + 0.5;
+            let half: Vec<(f64, f64)> = grid.iter().zip(&d).map(|(&y, &dy)| (centre + 0.4 * dy / peak, y)).collect();
+            let mut outline = half.clone();
+            outline.extend(half.iter().rev().map(|&(x, y)| (2.0 * centre - x, y)));
+            chart.draw_series(std::iter::once(Polygon::new(outline, c.mix(0.5).filled()))).map_err(draw_error)?;
+            for (q, width) in [(0.25, 0.08), (0.5, 0.2), (0.75, 0.08)] {
+                let y = quantile(v, q);
+                chart.draw_series(std::iter::once(PathElement::new(vec![(centre - width, y), (centre + width, y)], BLACK.stroke_width(2)))).map_err(draw_error)?;
             }
         }
         root.present().map_err(draw_error)
