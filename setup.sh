@@ -8,8 +8,9 @@ cd "$(dirname "$0")"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# cmake, a C++ compiler and libclang build HiGHS (the LP/MILP solver) from source.
-PACKAGES="dataset-fashion-mnist build-essential pkg-config curl ca-certificates cmake libclang-dev"
+# cmake, a C++ compiler and libclang build HiGHS (the LP/MILP solver) from source; python3-venv
+# and python3-pip are for the Python package (`pip install .` in a virtual environment).
+PACKAGES="dataset-fashion-mnist build-essential pkg-config curl ca-certificates cmake libclang-dev python3-venv python3-pip"
 missing=""
 for p in $PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

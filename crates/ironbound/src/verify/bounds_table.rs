@@ -30,6 +30,14 @@ pub struct BoundsOptions {
     pub batch_size: usize,
 }
 
+impl BoundsOptions {
+    /// `ironbound bounds`'s defaults for everything but the radius and the method, so that
+    /// callers name only what they change (`BoundsOptions { clip, ..BoundsOptions::new(..) }`).
+    pub fn new(eps: f64, method: CertMethod) -> BoundsOptions {
+        BoundsOptions { eps, method, clip: None, timeout: super::certify::DEFAULT_TIMEOUT, batch_size: DEFAULT_BATCH_SIZE }
+    }
+}
+
 /// Bounds of `n` rows on `k` outputs, row-major `[n, k]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BoundsTable {

@@ -35,6 +35,14 @@ pub struct CertifyConfig {
 /// The default per-sample budget of solver-based methods.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+impl CertifyConfig {
+    /// `ironbound certify`'s defaults for everything but the radius and the methods, so that
+    /// callers name only what they change (`CertifyConfig { pgd, ..CertifyConfig::new(..) }`).
+    pub fn new(eps: f64, methods: Vec<CertMethod>) -> CertifyConfig {
+        CertifyConfig { eps, methods, batch_size: 100, pgd: None, clip: Some((0.0, 1.0)), timeout: DEFAULT_TIMEOUT }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Certified,
