@@ -240,3 +240,47 @@ fn architectures_build_for_both_input_shapes() {
     assert_eq!(count("conv", [1, 28, 28]), 314_982);
     assert_eq!(count("fc", [1, 28, 28]), 425_410);
 }
+
+#[test]
+fn control_characters_in_keys_and_values_keep_errors_on_one_line() {
+    // Found by fuzz_readers: a quoted TOML key, a string value or a `--set` argument may hold
+    // a newline, which ended up raw in the message.
+    let one_line = |e: ironbound::Error| {
+        let msg = e.to_string();
+        assert!(!msg.contains(['\n', '\r']), "{msg:?}");
+        msg
+    };
+    let path = write("newline-key.toml", "\"a\\nb\" = 1\n");
+    assert!(one_line(TrainConfig::load(&path).unwrap_err()).contains("unknown key `a\\nb`"));
+    let (mut c, mut s) = base("");
+    assert!(one_line(c.set_str("lr=0.1\nx").unwrap_err()).contains("--set lr=0.1\\nx"));
+    assert!(one_line(c.set_str("x\ny=1").unwrap_err()).contains("unknown key `x\\ny`"));
+    assert!(one_line(c.set_str("a\nb").unwrap_err()).contains("expected KEY=VALUE"));
+    let k = c.set_str("method=\"crown\\nibp\"").unwrap();
+    s.flags.insert(k, "--set method=\"crown\nibp\"".into());
+    assert!(one_line(c.resolve(&s).unwrap_err()).contains("unknown method 'crown\\nibp'"));
+}
+
+#[test]
+fn absurd_epoch_counts_do_not_overflow_the_step_check() {
+    // Found by fuzz_readers: epochs * steps per epoch overflowed (a panic in debug builds, a
+    // wrapped total in release ones).
+    let (mut c, s) = base("rampup_steps = 100");
+    c.epochs = Some(usize::MAX / 2);
+    let r = c.resolve(&s).unwrap();
+    assert!(r.check_steps(600).is_ok());
+    c.warmup_epochs = usize::MAX / 2;
+    let r = c.resolve(&s).unwrap();
+    assert_eq!(r.warmup.steps(600), u64::MAX);
+    let _ = r.check_steps(600);
+}
+
+#[test]
+fn unused_smoothed_schedule_values_must_still_be_finite() {
+    // Found by fuzz_readers: `smoothed_power = nan` with the linear schedule was accepted, and
+    // config.toml then read back unequal to the resolved config.
+    for extra in ["smoothed_power = nan", "smoothed_mid = inf"] {
+        let msg = resolve_err(extra);
+        assert!(msg.contains("must be a finite number") && msg.contains(".toml"), "{msg}");
+    }
+}

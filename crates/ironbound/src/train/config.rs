@@ -291,12 +291,27 @@ impl Sources {
     /// "--eps", "configs/x.toml" or "default".
     pub fn origin(&self, key: &str) -> String {
         if let Some(flag) = self.flags.get(key) {
-            return flag.clone();
+            return one_line(flag);
         }
         match &self.file {
             Some(f) if self.file_keys.contains(key) => f.display().to_string(),
             _ => "default".to_string(),
         }
+    }
+}
+
+/// `s` with control characters escaped (`\n`, `\u{1b}`): a `--set` argument, a quoted TOML
+/// key or a string value may hold a newline, and every error must stay on one line.
+fn one_line(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+/// The same error with its message on one line.
+fn escaped(e: Error) -> Error {
+    match e {
+        Error::InvalidInput(m) => Error::InvalidInput(one_line(&m)),
+        Error::InvalidFile { path, reason } => Error::InvalidFile { path, reason: one_line(&reason) },
+        other => other,
     }
 }
 
@@ -366,8 +381,8 @@ fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
 impl TrainConfig {
     /// Parses a config file; errors name the file, the line and the key.
     pub fn parse(text: &str, path: &Path) -> Result<(TrainConfig, BTreeSet<String>)> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| Error::file(path, describe_toml_error(&e, text)))?;
-        let config: TrainConfig = toml::from_str(text).map_err(|e| Error::file(path, describe_toml_error(&e, text)))?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| Error::file(path, one_line(&describe_toml_error(&e, text))))?;
+        let config: TrainConfig = toml::from_str(text).map_err(|e| Error::file(path, one_line(&describe_toml_error(&e, text))))?;
         Ok((config, table.keys().cloned().collect()))
     }
 
@@ -379,6 +394,10 @@ impl TrainConfig {
     /// Sets `key` to `value` (a TOML value) as if written in the file; `origin` names the flag
     /// in errors.
     pub fn set(&mut self, key: &str, value: toml::Value, origin: &str) -> Result<()> {
+        self.set_unescaped(key, value, origin).map_err(escaped)
+    }
+
+    fn set_unescaped(&mut self, key: &str, value: toml::Value, origin: &str) -> Result<()> {
         let mut table = toml::Table::try_from(&*self).map_err(Error::internal)?;
         if !KEYS.contains(&key) {
             let hint = closest_key(key).map(|k| format!(" (did you mean `{k}`?)")).unwrap_or_default();
@@ -396,7 +415,7 @@ impl TrainConfig {
         let origin = format!("--set {assignment}");
         let (key, value) = assignment
             .split_once('=')
-            .ok_or_else(|| Error::input(format!("{origin}: expected KEY=VALUE")))?;
+            .ok_or_else(|| escaped(Error::input(format!("{origin}: expected KEY=VALUE"))))?;
         let key = key.trim();
         let value = value.trim();
         let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
@@ -447,9 +466,9 @@ impl Resolved {
     /// known once the data are loaded.
     pub fn check_steps(&self, steps_per_epoch: usize) -> Result<()> {
         let (w, r) = (self.warmup.steps(steps_per_epoch), self.rampup.steps(steps_per_epoch));
-        let total = (self.epochs * steps_per_epoch) as u64;
+        let total = (self.epochs as u64).saturating_mul(steps_per_epoch as u64);
         match &self.steps_key {
-            Some((key, origin)) if w + r > total => Err(Error::input(format!(
+            Some((key, origin)) if w.saturating_add(r) > total => Err(Error::input(format!(
                 "{origin}: `{key}`: warm-up ({w} steps) + ramp-up ({r} steps) is longer than training ({} epochs of {steps_per_epoch} steps = {total})",
                 self.epochs
             ))),
@@ -472,6 +491,10 @@ pub fn dataset_statistics(name: DatasetName) -> (Vec<f32>, Vec<f32>) {
 impl TrainConfig {
     /// Fills defaults and checks every value; errors name the key and its origin.
     pub fn resolve(&self, sources: &Sources) -> Result<Resolved> {
+        self.resolve_unescaped(sources).map_err(escaped)
+    }
+
+    fn resolve_unescaped(&self, sources: &Sources) -> Result<Resolved> {
         let err = |key: &str, problem: String| Error::input(format!("{}: `{key}` {problem}", sources.origin(key)));
         let missing = |key: &str| {
             let file = sources.file.as_ref().map(|f| format!(" or `{key}` in {}", f.display())).unwrap_or_default();
@@ -528,6 +551,13 @@ impl TrainConfig {
             .into_iter()
             .find(|(_, v)| v.is_some())
             .map(|(key, _)| (key, sources.origin(key)));
+        // Checked whatever the schedule: a NaN would be written to config.toml and read back
+        // unequal to itself.
+        for (key, v) in [("smoothed_mid", c.smoothed_mid), ("smoothed_power", c.smoothed_power)] {
+            if !v.is_finite() {
+                return Err(err(key, format!("must be a finite number, got {v}")));
+            }
+        }
         if c.eps_schedule == RampShape::Smoothed {
             if !(0.0..=1.0).contains(&c.smoothed_mid) {
                 return Err(err("smoothed_mid", format!("must lie in [0, 1], got {}", c.smoothed_mid)));

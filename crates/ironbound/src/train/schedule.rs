@@ -45,7 +45,8 @@ pub enum Span {
 impl Span {
     pub fn steps(self, steps_per_epoch: usize) -> u64 {
         match self {
-            Span::Epochs(e) => (e * steps_per_epoch) as u64,
+            // Saturating: `epochs` comes from the user and may be absurd (2^63).
+            Span::Epochs(e) => (e as u64).saturating_mul(steps_per_epoch as u64),
             Span::Steps(s) => s as u64,
         }
     }
