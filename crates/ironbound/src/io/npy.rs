@@ -121,10 +121,16 @@ fn read_any(path: &Path, preferred: &[&str]) -> Result<Array<f64>> {
 /// Float32 data (inputs). Rejects NaN and infinite values.
 pub fn read_f32(path: &Path, preferred: &[&str]) -> Result<Array<f32>> {
     let a = read_any(path, preferred)?;
-    if let Some(i) = a.data.iter().position(|v| !v.is_finite()) {
-        return Err(bad(path, format!("contains a non-finite value (NaN or inf) at flat index {i}")));
+    // Checked after the conversion: a finite float64 beyond f32::MAX becomes inf.
+    let data: Vec<f32> = a.data.iter().map(|&v| v as f32).collect();
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        let what = match a.data[i] {
+            v if v.is_finite() => format!("the value {v:e}, beyond the float32 range,"),
+            _ => "a non-finite value (NaN or inf)".to_string(),
+        };
+        return Err(bad(path, format!("contains {what} at flat index {i}")));
     }
-    Ok(Array { shape: a.shape, data: a.data.into_iter().map(|v| v as f32).collect() })
+    Ok(Array { shape: a.shape, data })
 }
 
 /// Integer labels, e.g. int64 `[N]`.
@@ -301,6 +307,14 @@ mod tests {
         w.finish().unwrap();
         let e = read_f32(&z, &["x"]).unwrap_err().to_string();
         assert!(e.contains("claims.npz") && e.contains("array x") && e.contains("needs"), "{e}");
+    }
+
+    #[test]
+    fn float64_beyond_the_float32_range_is_an_error() {
+        // Found by fuzz_readers: 1e300 is finite as float64 but became inf as float32.
+        let data: Vec<u8> = [0.5f64, 1e300].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let e = read_err("f64big.npy", &npy_bytes(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }", &data));
+        assert!(e.contains("1e300") && e.contains("float32 range") && e.contains("index 1"), "{e}");
     }
 
     #[test]
