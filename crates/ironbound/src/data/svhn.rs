@@ -2,6 +2,8 @@
 //! (32, 32, 3, N) stored column-major, i.e. X(h, w, c, n); `y` is (N, 1) with labels 1..10,
 //! where 10 stands for the digit 0. See <http://ufldl.stanford.edu/housenumbers/>.
 
+use std::borrow::Cow;
+use std::io::Read;
 use std::path::Path;
 
 use matfile::{MatFile, NumericData};
@@ -19,8 +21,13 @@ pub(crate) fn file_name(split: super::Split) -> &'static str {
     }
 }
 
-/// Rejects what `matfile` cannot read with a message a user can act on.
-fn check_header(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Most bytes the compressed elements of one file may inflate to, together. SVHN's train
+/// split holds about 226 MB of matrices; a zlib bomb stops here.
+const MAX_INFLATED: u64 = 1 << 30;
+
+/// Rejects what `matfile` cannot read with a message a user can act on, and returns the file
+/// as `matfile` should see it (see [`flatten`]).
+fn check_header<'a>(path: &Path, bytes: &'a [u8]) -> Result<Cow<'a, [u8]>> {
     if bytes.len() < 128 {
         return Err(Error::file(
             path,
@@ -38,7 +45,7 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<()> {
         }
     };
     match version {
-        0x0100 => check_elements(path, bytes, &bytes[126..128] == b"IM"),
+        0x0100 => flatten(path, bytes, &bytes[126..128] == b"IM"),
         0x0200 => Err(Error::file(
             path,
             "MATLAB v7.3 (HDF5) files are not supported; use the original SVHN file \
@@ -51,17 +58,24 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<()> {
     }
 }
 
-/// Walks the top-level data elements. `matfile` silently drops a last element that is cut
-/// short, which would turn a truncated download into a confusing "no variable y".
-fn check_elements(path: &Path, bytes: &[u8], little: bool) -> Result<()> {
-    let word = |at: usize| {
-        let b = [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
+/// Walks the top-level data elements and returns the file with every miCOMPRESSED element
+/// replaced by the miMATRIX it inflates to (borrowed when nothing is compressed).
+///
+/// `matfile` would inflate them itself, but it prints zlib errors to stderr and announces any
+/// element that is not a matrix on stdout, around the one-line error the contract promises,
+/// and it inflates without a bound. It also silently drops a last element that is cut short,
+/// which would turn a truncated download into a confusing "no variable y".
+fn flatten<'a>(path: &Path, bytes: &'a [u8], little: bool) -> Result<Cow<'a, [u8]>> {
+    let word = |b: &[u8], at: usize| {
+        let b = [b[at], b[at + 1], b[at + 2], b[at + 3]];
         if little {
             u32::from_le_bytes(b)
         } else {
             u32::from_be_bytes(b)
         }
     };
+    let mut out: Option<Vec<u8>> = None;
+    let mut inflated = 0u64;
     let mut at = 128usize;
     while at < bytes.len() {
         if bytes.len() - at < 8 {
@@ -70,17 +84,17 @@ fn check_elements(path: &Path, bytes: &[u8], little: bool) -> Result<()> {
                 format!("truncated: partial element tag at byte {at}"),
             ));
         }
-        let (data_type, size) = (word(at), word(at + 4) as usize);
-        let len = if data_type >> 16 != 0 {
-            8 // small data element: type, size and data fit in 8 bytes
-        } else if data_type == 15 {
-            8 + size // miCOMPRESSED: not padded
-        } else {
-            8 + size.div_ceil(8) * 8
-        };
+        let (data_type, size) = (word(bytes, at), word(bytes, at + 4) as usize);
+        if data_type != MI_MATRIX && data_type != MI_COMPRESSED {
+            return Err(Error::file(
+                path,
+                format!("element at byte {at} has data type {data_type:#x}, not a matrix (14) or a compressed matrix (15)"),
+            ));
+        }
         let remaining = bytes.len() - at;
-        // MATLAB may omit the padding of the very last element.
-        if len > remaining && 8 + size > remaining {
+        // miCOMPRESSED is not padded; MATLAB may omit the padding of the very last element.
+        let len = if data_type == MI_COMPRESSED { 8 + size } else { 8 + size.div_ceil(8) * 8 };
+        if 8 + size > remaining {
             return Err(Error::file(
                 path,
                 format!(
@@ -88,16 +102,49 @@ fn check_elements(path: &Path, bytes: &[u8], little: bool) -> Result<()> {
                 ),
             ));
         }
+        let element = &bytes[at..at + len.min(remaining)];
+        if data_type == MI_COMPRESSED {
+            let out = out.get_or_insert_with(|| bytes[..at].to_vec());
+            let mut plain = Vec::new();
+            flate2::read::ZlibDecoder::new(&element[8..])
+                .take(MAX_INFLATED - inflated + 1)
+                .read_to_end(&mut plain)
+                .map_err(|e| Error::file(path, format!("corrupt compressed element at byte {at}: {e}")))?;
+            inflated += plain.len() as u64;
+            if inflated > MAX_INFLATED {
+                return Err(Error::file(path, "compressed elements inflate to more than 1 GiB; not an SVHN file"));
+            }
+            let inner = (plain.len() >= 8).then(|| (word(&plain, 0), word(&plain, 4) as usize));
+            match inner {
+                Some((MI_MATRIX, n)) if 8 + n <= plain.len() => {
+                    // Padded so that the element after it starts on an 8-byte boundary.
+                    plain.truncate(8 + n);
+                    plain.resize((8 + n).div_ceil(8) * 8, 0);
+                    out.extend(plain);
+                }
+                _ => {
+                    return Err(Error::file(
+                        path,
+                        format!("compressed element at byte {at} does not hold a whole matrix"),
+                    ))
+                }
+            }
+        } else if let Some(out) = out.as_mut() {
+            out.extend(element);
+        }
         at += len.min(remaining);
     }
-    Ok(())
+    Ok(out.map_or(Cow::Borrowed(bytes), Cow::Owned))
 }
 
+const MI_MATRIX: u32 = 14;
+const MI_COMPRESSED: u32 = 15;
+
 fn parse(path: &Path, bytes: &[u8]) -> Result<MatFile> {
-    check_header(path, bytes)?;
+    let bytes = check_header(path, bytes)?;
     // matfile is third-party code fed untrusted bytes and can panic on some malformed
     // inputs (e.g. dimension overflow); turn that into an error instead of a crash.
-    let parsed = crate::error::catch_panic(|| MatFile::parse(bytes));
+    let parsed = crate::error::catch_panic(|| MatFile::parse(&bytes[..]));
     match parsed {
         Ok(Ok(mat)) => Ok(mat),
         Ok(Err(e)) => Err(Error::file(
@@ -386,6 +433,33 @@ mod tests {
                 }
                 other => panic!("expected InvalidFile about {what}, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn elements_matfile_would_print_about_are_errors_of_ours() {
+        // Found by fuzz_readers: matfile prints a zlib error to stderr, and announces a
+        // top-level element that is not a matrix on stdout, around our one-line error.
+        let dir = TempDir::new("svhn-quiet");
+        let p = dir.path().join("test_32x32.mat");
+        let mut int8 = svhn_file(&[1.0], false);
+        int8.extend(1u32.to_le_bytes()); // miINT8
+        int8.extend(8u32.to_le_bytes());
+        int8.extend([0u8; 8]);
+        let mut bad_zlib = header();
+        bad_zlib.extend(15u32.to_le_bytes());
+        bad_zlib.extend(6u32.to_le_bytes());
+        bad_zlib.extend(b"\x78\x9c\xff\xff\xff\xff");
+        let mut not_a_matrix = header();
+        not_a_matrix.extend(compressed(&[1, 0, 0, 0, 8, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]));
+        for (bytes, what) in [
+            (int8, "has data type 0x1, not a matrix"),
+            (bad_zlib, "corrupt compressed element at byte 128"),
+            (not_a_matrix, "compressed element at byte 128 does not hold a whole matrix"),
+        ] {
+            write(&p, &bytes);
+            let e = load(&p).unwrap_err().to_string();
+            assert!(e.contains(what) && e.contains("test_32x32.mat") && !e.contains('\n'), "{e}");
         }
     }
 
