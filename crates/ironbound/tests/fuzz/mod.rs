@@ -255,6 +255,9 @@ impl Verdicts {
             Err(e) => {
                 self.rejected = true;
                 let msg = e.to_string();
+                if verbose() {
+                    println!("rejected: {}", short(&msg));
+                }
                 if msg.trim().is_empty() || msg.contains(['\n', '\r']) {
                     self.problems.push(format!("error is not one line: {}", short(&msg)));
                 } else if !needles.iter().any(|n| msg.contains(n)) {
@@ -272,6 +275,12 @@ impl Verdicts {
         let d = dir.display().to_string();
         self.check(r, &[&d])
     }
+}
+
+/// `IRONBOUND_FUZZ_VERBOSE=1` prints every rejection, to see which checks the inputs reach.
+fn verbose() -> bool {
+    static V: OnceLock<bool> = OnceLock::new();
+    *V.get_or_init(|| std::env::var_os("IRONBOUND_FUZZ_VERBOSE").is_some_and(|v| v == "1"))
 }
 
 /// A message as an escaped string of at most 300 characters, for the failure report.

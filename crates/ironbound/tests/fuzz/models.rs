@@ -290,10 +290,11 @@ fn count(v: &Value) -> usize {
 
 /// A boundary JSON number: unsigned, negative or fractional.
 fn json_number(rng: &mut Rng) -> Value {
-    match rng.below(4) {
-        0 => Value::from(rng.below(5)),
-        1 => Value::from(*rng.pick(INTERESTING)),
-        2 => Value::from(*rng.pick(&[-1i64, -2, i64::MIN])),
+    // Mostly small, so that edited architectures often still build and reach the shape checks.
+    match rng.below(8) {
+        0..=3 => Value::from(rng.below(6)),
+        4 | 5 => Value::from(*rng.pick(INTERESTING)),
+        6 => Value::from(*rng.pick(&[-1i64, -2, i64::MIN])),
         _ => Value::from(*rng.pick(&[0.5f64, 1e300, -0.0, 2.5e-308])),
     }
 }
@@ -345,8 +346,8 @@ pub fn native_generate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<(String, Vec<u8>
     let mut data = data.to_vec();
     let mut text = None;
     for _ in 0..1 + rng.below(3) {
-        match rng.below(10) {
-            0..=3 => {
+        match rng.below(16) {
+            0..=8 => {
                 // The architecture: JSON inside a JSON string.
                 let arch = &mut header["__metadata__"]["ironbound.architecture"];
                 if let Some(mut spec) = arch.as_str().and_then(|s| serde_json::from_str::<Value>(s).ok()) {
@@ -354,12 +355,12 @@ pub fn native_generate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<(String, Vec<u8>
                     *arch = Value::String(spec.to_string());
                 }
             }
-            4..=6 => damage_json(rng, &mut header),
-            7 => {
+            9..=11 => damage_json(rng, &mut header),
+            12 => {
                 let n = rng.below(data.len() + 16);
                 data.resize(n, 0x41);
             }
-            8 => {
+            13 => {
                 let mut t = header.to_string().into_bytes();
                 havoc(rng, &mut t, &[], 0);
                 text = Some(t);

@@ -79,7 +79,7 @@ fn header_text(rng: &mut Rng) -> String {
     let comma = if dims.len() == 1 || rng.chance(1, 3) { "," } else { "" };
     let mut entries = vec![
         format!("{q}descr{q}: {q}{}{q}", rng.pick(DESCRS)),
-        format!("{q}fortran_order{q}: {}", rng.pick(&["False", "False", "True", "0", "None", "Fals"])),
+        format!("{q}fortran_order{q}: {}", rng.pick(&["False", "False", "False", "True", "True", "0"])),
         format!("{q}shape{q}: ({}{comma})", dims.join(", ")),
     ];
     match rng.below(8) {
@@ -109,7 +109,7 @@ fn generated_npy(rng: &mut Rng) -> Vec<u8> {
         _ => 8 * rng.below(8),
     };
     let data: Vec<u8> = (0..data_len).map(|_| rng.next() as u8).collect();
-    let version = *rng.pick(&[1u8, 1, 2, 3, 0, 4]);
+    let version = *rng.pick(&[1u8, 1, 1, 1, 2, 2, 3, 0, 4]);
     let mut bytes = npy_bytes(version.clamp(1, 3), &text, &data);
     match version {
         0 | 4 => bytes[6] = version,
