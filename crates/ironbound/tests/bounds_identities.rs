@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use ironbound::bounds::{input_region, intermediate, lower_bound, mixed_lower_bound, output_bounds, Engine, Interval, LowerLine, Method, Relaxation, Spec};
+use ironbound::bounds::{input_region, intermediate, lower_bound, mixed_lower_bound, output_bounds_with_labels, Engine, Interval, LowerLine, Method, Relaxation, Spec};
 use ironbound::net::{Network, Op, ReluLower};
 use ironbound::tensor::{to_vec, Tensor};
 
@@ -37,7 +37,7 @@ fn all_bounds(net: &Network, region: &Interval, r: &Relaxation) -> [Vec<Vec<f32>
     let labels: Vec<usize> = (0..n).map(|i| (i + 1) % k).collect();
     let spec = Spec::margins(&labels, k, &dev()).unwrap();
     let lb = lower_bound(net, region, &spec, r).unwrap();
-    let (lo, up) = output_bounds(net, region, r).unwrap();
+    let (lo, up) = output_bounds_with_labels(net, region, r, &labels).unwrap();
     [rows2(lb), rows2(lo), rows2(up)]
 }
 
@@ -257,7 +257,7 @@ fn check_linear_network_exact(methods: &[Method]) {
     let d = dense(&net);
     let region = input_region(&x, 0.2, None);
     for m in methods {
-        let (lo, up) = output_bounds(&net, &region, &m.relaxation()).unwrap();
+        let (lo, up) = output_bounds_with_labels(&net, &region, &m.relaxation(), &[0, 1, 2]).unwrap();
         for s in 0..3 {
             let (bl, bh) = box_of(&xv, 6, s, 0.2, None);
             let (wl, wh) = &ibp_all(&d, &bl, &bh)[1];

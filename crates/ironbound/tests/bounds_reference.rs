@@ -180,7 +180,7 @@ fn arbitrary_linear_specs_match_reference() {
     for (b, rows) in [(1usize, 4usize), (3, 2)] {
         let cv: Vec<f32> = (0..b * rows * k).map(|_| (2.0 * rng.uniform() - 1.0) as f32).collect();
         let spec = Spec::new(ironbound::tensor::from_vec(cv.clone(), [b, rows, k], &dev()));
-        for m in Method::ALL {
+        for m in Method::ALL.into_iter().filter(|m| reference_of(*m).is_some() || *m == Method::AlphaCrown) {
             let got = rows2(lower_bound(&net, &input_region(&c.x, c.eps, None), &spec, &m.relaxation()).unwrap());
             let want: Vec<Vec<f64>> = c
                 .boxes()

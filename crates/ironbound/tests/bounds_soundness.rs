@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use ironbound::bounds::{input_region, lower_bound, output_bounds, Method, Spec};
+use ironbound::bounds::{input_region, lower_bound, output_bounds_with_labels, Method, Spec};
 use ironbound::net::init::SplitMix64;
 use ironbound::net::Network;
 use ironbound::tensor::{to_vec, Tensor};
@@ -36,7 +36,7 @@ fn check_sound(name: &str, net: &Network, x: Tensor<4>, eps: f64, clip: Option<(
         .iter()
         .map(|&m| {
             let r = m.relaxation();
-            let (lo, up) = output_bounds(net, &region, &r).unwrap();
+            let (lo, up) = output_bounds_with_labels(net, &region, &r, &labels).unwrap();
             let lb = lower_bound(net, &region, &spec, &r).unwrap();
             MethodBounds { method: m, lower: rows2(lo), upper: rows2(up), margins: rows2(lb) }
         })
@@ -109,7 +109,7 @@ fn a_degenerate_region_gives_the_exact_output() {
         let labels = [0, 1, 2];
         let spec = Spec::margins(&labels, k, &dev()).unwrap();
         for m in Method::ALL {
-            let (lo, up) = output_bounds(&net, &region, &m.relaxation()).unwrap();
+            let (lo, up) = output_bounds_with_labels(&net, &region, &m.relaxation(), &labels).unwrap();
             let lb = rows2(lower_bound(&net, &region, &spec, &m.relaxation()).unwrap());
             for (s, (l, u)) in rows2(lo).iter().zip(rows2(up)).enumerate() {
                 for j in 0..k {
@@ -132,7 +132,7 @@ fn bounds_tighten_to_the_output_as_eps_shrinks() {
     let (x, _) = random_inputs(&net, 2, 50, -1.0, 1.0);
     for m in Method::ALL {
         let width = |eps: f64| {
-            let (lo, up) = output_bounds(&net, &input_region(&x, eps, None), &m.relaxation()).unwrap();
+            let (lo, up) = output_bounds_with_labels(&net, &input_region(&x, eps, None), &m.relaxation(), &[0, 1]).unwrap();
             to_vec(up).iter().zip(to_vec(lo)).map(|(u, l)| u - l).fold(0.0f32, f32::max)
         };
         let (w1, w2) = (width(1e-2), width(1e-3));

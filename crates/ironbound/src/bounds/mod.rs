@@ -6,12 +6,14 @@ pub mod alpha;
 pub mod backsub;
 pub mod interval;
 pub mod relaxation;
+pub mod slopes;
 pub mod spec;
 pub mod zonotope;
 
 pub use backsub::{Backsub, RowLines};
 pub use interval::Interval;
 pub use relaxation::{parse_methods, Engine, LowerLine, Method, Relaxation};
+pub use slopes::{SlopeRule, SlopeStart};
 pub use spec::Spec;
 
 use crate::error::{Error, Result};
@@ -225,14 +227,23 @@ fn final_pass(net: &Network, region: &Interval, spec: &Spec, relaxation: &Relaxa
             LowerLine::Optimised { iterations, learning_rate } => {
                 alpha::optimise(net, &inter.bounds, spec, iterations, learning_rate)
             }
+            LowerLine::Sampled(rule) => slopes::lower_bound(net, &inter.bounds, spec, &rule),
         },
     }
 }
 
 /// Elementwise lower and upper bounds `[N, K]` of the outputs.
 pub fn output_bounds(net: &Network, region: &Interval, relaxation: &Relaxation) -> Result<(Tensor<2>, Tensor<2>)> {
+    output_bounds_of(net, region, relaxation, Spec::identity_pair(net.num_outputs(), &region.lo.device()))
+}
+
+/// [`output_bounds`] of samples with these labels, for relaxations that need them (one-step).
+pub fn output_bounds_with_labels(net: &Network, region: &Interval, relaxation: &Relaxation, labels: &[usize]) -> Result<(Tensor<2>, Tensor<2>)> {
+    output_bounds_of(net, region, relaxation, Spec::identity_pair(net.num_outputs(), &region.lo.device()).with_labels(labels))
+}
+
+fn output_bounds_of(net: &Network, region: &Interval, relaxation: &Relaxation, spec: Spec) -> Result<(Tensor<2>, Tensor<2>)> {
     let k = net.num_outputs();
-    let spec = Spec::identity_pair(k, &region.lo.device());
     let lb = lower_bound(net, region, &spec, relaxation)?;
     let n = lb.dims()[0];
     Ok((lb.clone().slice([0..n, 0..k]), lb.slice([0..n, k..2 * k]).neg()))

@@ -1,6 +1,7 @@
 //! A relaxation is a small value: how intermediate bounds are found, the ReLU lower line, and
 //! how the final bound of the specification is computed. Every named method is a preset.
 
+use super::slopes::SlopeRule;
 use crate::error::{Error, Result};
 use crate::net::ReluLower;
 use std::fmt;
@@ -23,6 +24,9 @@ pub enum LowerLine {
     Fixed(ReluLower),
     /// alpha-CROWN: slopes of the final pass optimised by Adam, starting from CROWN's.
     Optimised { iterations: usize, learning_rate: f64 },
+    /// LAND's slopes: one per sample and neuron, drawn at random and optionally moved by
+    /// sign-gradient steps of the robust loss (`slopes.rs`).
+    Sampled(SlopeRule),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -33,6 +37,23 @@ pub struct Relaxation {
     pub intermediate_lower: ReluLower,
     /// The lower line of the final pass.
     pub final_lower: LowerLine,
+}
+
+impl Relaxation {
+    /// The same relaxation with its random slopes drawn from `seed` (deterministic ones do
+    /// not change).
+    pub fn with_seed(self, seed: u64) -> Relaxation {
+        match self.final_lower {
+            LowerLine::Sampled(rule) => Relaxation { final_lower: LowerLine::Sampled(SlopeRule { seed, ..rule }), ..self },
+            _ => self,
+        }
+    }
+
+    /// Whether its bounds need the samples' labels (`Spec::labels`): slopes that descend the
+    /// robust loss of the margins.
+    pub fn needs_labels(&self) -> bool {
+        self.final_pass == Engine::BackSubstitution && matches!(self.final_lower, LowerLine::Sampled(rule) if rule.needs_labels())
+    }
 }
 
 /// The named methods of CONTRACT.md's Relaxations table.
@@ -46,11 +67,23 @@ pub enum Method {
     CrownIbp,
     CapIbp,
     AlphaCrown,
+    OneStep,
+    RandomSlope,
 }
 
 impl Method {
-    pub const ALL: [Method; 8] =
-        [Method::Ibp, Method::Hbox, Method::Deepz, Method::Crown, Method::Crown0, Method::CrownIbp, Method::CapIbp, Method::AlphaCrown];
+    pub const ALL: [Method; 10] = [
+        Method::Ibp,
+        Method::Hbox,
+        Method::Deepz,
+        Method::Crown,
+        Method::Crown0,
+        Method::CrownIbp,
+        Method::CapIbp,
+        Method::AlphaCrown,
+        Method::OneStep,
+        Method::RandomSlope,
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -62,6 +95,8 @@ impl Method {
             Method::CrownIbp => "crown-ibp",
             Method::CapIbp => "cap-ibp",
             Method::AlphaCrown => "alpha-crown",
+            Method::OneStep => "one-step",
+            Method::RandomSlope => "random-slope",
         }
     }
 
@@ -71,11 +106,18 @@ impl Method {
             Method::Deepz => &["fast-lin", "cap", "zono"],
             Method::Crown => &["deeppoly"],
             Method::AlphaCrown => &["optimized"],
+            Method::OneStep => &["optimized-slope"],
             _ => &[],
         }
     }
 
-    /// The preset, with alpha-CROWN's defaults (20 Adam steps, learning rate 0.1).
+    /// Whether its bounds need the samples' labels (see [`Relaxation::needs_labels`]).
+    pub fn needs_labels(&self) -> bool {
+        self.relaxation().needs_labels()
+    }
+
+    /// The preset, with alpha-CROWN's defaults (20 Adam steps, learning rate 0.1) and seed 0
+    /// for the random slopes ([`Relaxation::with_seed`]).
     pub fn relaxation(&self) -> Relaxation {
         use Engine::*;
         use ReluLower::*;
@@ -85,6 +127,7 @@ impl Method {
             intermediate_lower: lower,
             final_lower: LowerLine::Fixed(lower),
         };
+        let sampled = |rule| Relaxation { intermediate: Interval, final_pass: BackSubstitution, intermediate_lower: Adaptive, final_lower: LowerLine::Sampled(rule) };
         match self {
             Method::Ibp => fixed(Interval, Interval, Box),
             // hBox is defined on hybrid zonotopes; back-substitution with box lines gives the
@@ -101,6 +144,9 @@ impl Method {
                 intermediate_lower: Adaptive,
                 final_lower: LowerLine::Optimised { iterations: 20, learning_rate: 0.1 },
             },
+            // LAND: IBP intermediate bounds, per-sample slopes in the final pass.
+            Method::OneStep => sampled(SlopeRule::one_step()),
+            Method::RandomSlope => sampled(SlopeRule::random()),
         }
     }
 }

@@ -3,6 +3,10 @@
 //! A spec is `C` `[B, K, F]` with B = 1 (shared by the batch) or B = N; row k asks for a lower
 //! bound of `C[k] . f(x)`. Margins `f_y - f_j` are the rows `e_y - e_j`; they are folded into
 //! the last layer by every engine (never computed as lower[y] - upper[j]).
+//!
+//! A spec may also say who the samples are: their labels and their indices in the data set.
+//! Only relaxations whose ReLU lines depend on more than the bounds use them (the per-sample
+//! random and sign-gradient slopes of `slopes.rs`); every other relaxation ignores them.
 
 use crate::error::{Error, Result};
 use crate::tensor::{from_vec, Device, Tensor};
@@ -10,11 +14,28 @@ use crate::tensor::{from_vec, Device, Tensor};
 #[derive(Clone, Debug)]
 pub struct Spec {
     pub c: Tensor<3>,
+    /// The samples' labels, when known (`margins` records them): slopes that descend the
+    /// robust loss of the margins need them.
+    pub labels: Option<Vec<usize>>,
+    /// Each sample's index in its data set (None: its position in the batch). Random slopes
+    /// of a sample are drawn from the stream of (seed, index), so a sample gets the same
+    /// slopes whichever batch it is in.
+    pub indices: Option<Vec<u64>>,
 }
 
 impl Spec {
     pub fn new(c: Tensor<3>) -> Self {
-        Spec { c }
+        Spec { c, labels: None, indices: None }
+    }
+
+    /// The same rows, for samples with these labels.
+    pub fn with_labels(self, labels: &[usize]) -> Spec {
+        Spec { labels: Some(labels.to_vec()), ..self }
+    }
+
+    /// The same rows, for the samples with these indices in their data set.
+    pub fn with_indices(self, indices: Vec<u64>) -> Spec {
+        Spec { indices: Some(indices), ..self }
     }
 
     /// Rows e_0..e_{K-1}, shared by the batch.
@@ -23,7 +44,7 @@ impl Spec {
         for i in 0..k {
             v[i * k + i] = 1.0;
         }
-        Spec { c: from_vec(v, [1, k, k], device) }
+        Spec::new(from_vec(v, [1, k, k], device))
     }
 
     /// Rows e_0..e_{K-1} followed by -e_0..-e_{K-1}: lower bounds of the first half and
@@ -34,7 +55,7 @@ impl Spec {
             v[i * k + i] = 1.0;
             v[(k + i) * k + i] = -1.0;
         }
-        Spec { c: from_vec(v, [1, 2 * k, k], device) }
+        Spec::new(from_vec(v, [1, 2 * k, k], device))
     }
 
     /// Margins with the label row elided: for label y, rows e_y - e_j for every j != y in
@@ -55,7 +76,7 @@ impl Spec {
                 v[base + j] = -1.0;
             }
         }
-        Ok(Spec { c: from_vec(v, [n, k - 1, k], device) })
+        Ok(Spec::new(from_vec(v, [n, k - 1, k], device)).with_labels(labels))
     }
 
     pub fn rows(&self) -> usize {
@@ -63,7 +84,7 @@ impl Spec {
     }
 
     pub fn to_device(&self, device: &Device) -> Spec {
-        Spec { c: self.c.clone().to_device(device) }
+        Spec { c: self.c.clone().to_device(device), ..self.clone() }
     }
 }
 

@@ -50,7 +50,7 @@ fn eye_loss(lb: Tensor<2>, one_hot: Tensor<2>) -> Tensor<1> {
 impl Objective {
     /// The robust loss at radius eps with CROWN-IBP weight beta, on the tracked network
     /// (`plain` is the same network without gradient tracking, for the PGD attack). `seed`
-    /// drives this step's randomness (PGD random start, random projections).
+    /// drives this step's randomness (PGD random start, random projections, random slopes).
     #[allow(clippy::too_many_arguments)]
     pub fn robust(&self, tracked: &Network, plain: &Network, x: &Tensor<4>, y: &[usize], one_hot: &Tensor<2>, eps: f64, beta: f64, seed: u64) -> Result<Tensor<1>> {
         let device: Device = x.device();
@@ -72,14 +72,15 @@ impl Objective {
             TrainMethod::Bound(method) => {
                 let spec = match self.spec {
                     SpecKind::Diffs => Spec::margins(y, k, &device)?,
-                    SpecKind::Eye => Spec::identity_pair(k, &device),
+                    // The labels serve relaxations whose slopes descend the margins' loss.
+                    SpecKind::Eye => Spec::identity_pair(k, &device).with_labels(y),
                 };
                 let region = input_region(x, eps, Some(CLIP));
                 let beta = if self.method.mixes_ibp() { beta } else { 1.0 };
                 let lb = if self.projections > 0 {
                     projected_lower_bound(tracked, &region, &spec, method, Projections { count: self.projections, seed })?
                 } else {
-                    mixed_lower_bound(tracked, &region, &spec, &method.relaxation(), beta)?
+                    mixed_lower_bound(tracked, &region, &spec, &method.relaxation().with_seed(seed), beta)?
                 };
                 Ok(match self.spec {
                     SpecKind::Diffs => robust_cross_entropy(lb),
@@ -117,7 +118,7 @@ impl Objective {
 fn projected_lower_bound(net: &Network, region: &Interval, spec: &Spec, method: Method, projections: Projections) -> Result<Tensor<2>> {
     let lower = match method.relaxation().final_lower {
         LowerLine::Fixed(lower) => lower,
-        LowerLine::Optimised { .. } => return Err(Error::input(format!("{method} cannot be estimated by random projections"))),
+        LowerLine::Optimised { .. } | LowerLine::Sampled(_) => return Err(Error::input(format!("{method} cannot be estimated by random projections"))),
     };
     let (z, _) = zonotope::propagate_projected(net, region, lower, projections)?;
     Ok(zonotope::spec_lower(&z, spec.c.clone()))

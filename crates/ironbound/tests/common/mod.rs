@@ -308,7 +308,9 @@ pub fn reference_of(m: Method) -> Option<(Pass, Pass)> {
         Method::Crown0 => (Pass::Backsub(Zero), Pass::Backsub(Zero)),
         Method::CrownIbp => (Pass::Ibp, Pass::Backsub(Adaptive)),
         Method::CapIbp => (Pass::Ibp, Pass::Backsub(Parallel)),
-        Method::AlphaCrown => return None,
+        // Optimised or per-sample slopes: alpha-CROWN is checked against CROWN, LAND's slopes
+        // against a reference with the engine's slopes (bounds_slopes.rs).
+        Method::AlphaCrown | Method::OneStep | Method::RandomSlope => return None,
     })
 }
 
