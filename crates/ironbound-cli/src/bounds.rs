@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long, allow_negative_numbers = true)]
     eps: f64,
     /// Relaxation (ibp, hbox, deepz, crown, crown-0, crown-ibp, cap-ibp, alpha-crown,
-    /// lp-triangle, lp-parallelogram, milp).
+    /// one-step, random-slope, lp-triangle, lp-parallelogram, milp).
     #[arg(long)]
     method: String,
     /// Per-sample time budget of `milp` in seconds (then the best bound proved so far).
@@ -37,6 +37,9 @@ pub struct Args {
     /// Rows per batch.
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     batch_size: usize,
+    /// Seed of the random slopes of one-step and random-slope (row i's come from (S, i)).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     #[command(flatten)]
     normalize: common::NormalizeArg,
     /// Output .npz with lower, upper [N, K] (and margin_lower).
@@ -47,6 +50,11 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let method: CertMethod = a.method.parse()?;
     bounds_table::check_method(&method)?;
+    if let (CertMethod::Bound(m), None) = (&method, &a.labels) {
+        if m.needs_labels() {
+            return Err(Error::input(format!("--method {m} needs --labels: its slopes descend the robust loss of the margins f_y - f_j")));
+        }
+    }
     let timeout = common::timeout(a.timeout, DEFAULT_TIMEOUT)?;
     let eps = check_eps(a.eps)?;
     let clip = match a.clip.as_deref() {
@@ -63,7 +71,7 @@ pub fn run(a: Args) -> Result<()> {
         None => None,
         Some(p) => Some(bounds_table::check_labels(&npy::read_labels(p)?.data, n, net.num_outputs()).map_err(|e| Error::file(p, e))?),
     };
-    let opts = BoundsOptions { eps, method, clip, timeout, batch_size: a.batch_size };
+    let opts = BoundsOptions { eps, method, clip, timeout, batch_size: a.batch_size, seed: a.seed };
     let bar = common::progress(n, "bounds");
     let table = bounds_table::bounds_table(&net, &x.data, labels.as_deref(), &opts, &device, &mut |done| {
         bar.set_position(done as u64);

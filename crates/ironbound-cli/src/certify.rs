@@ -56,6 +56,10 @@ pub struct Args {
     no_clip: bool,
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
+    /// Seed of the random slopes of one-step and random-slope (sample i's come from (S, i),
+    /// whatever the batch size or shard).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     #[command(flatten)]
     normalize: common::NormalizeArg,
     /// Output report.json.
@@ -99,6 +103,7 @@ pub fn run(a: Args) -> Result<()> {
         pgd: a.pgd.map(|steps| PgdConfig { restarts: a.pgd_restarts, ..PgdConfig::new(steps) }),
         clip: (!a.no_clip).then_some((0.0, 1.0)),
         timeout,
+        seed: a.seed,
     };
     let selected = match shard {
         Some(s) => s.checked_range(labels.len(), "samples")?.len(),

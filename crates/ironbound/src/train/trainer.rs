@@ -217,6 +217,7 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
         pgd: (c.eval_pgd_steps > 0).then(|| PgdConfig { seed: c.seed, ..PgdConfig::new(c.eval_pgd_steps) }),
         clip: Some(CLIP),
         timeout: crate::verify::certify::DEFAULT_TIMEOUT,
+        seed: c.seed,
     };
 
     let last = match opts.max_epochs_this_run {

@@ -28,13 +28,16 @@ pub struct BoundsOptions {
     /// Rows per batch; results do not depend on it beyond rounding of batched arithmetic, so
     /// callers that must agree bit for bit use the same value.
     pub batch_size: usize,
+    /// Seed of the random slopes (`one-step`, `random-slope`); row i's slopes come from
+    /// (seed, i), whatever the batch size.
+    pub seed: u64,
 }
 
 impl BoundsOptions {
     /// `ironbound bounds`'s defaults for everything but the radius and the method, so that
     /// callers name only what they change (`BoundsOptions { clip, ..BoundsOptions::new(..) }`).
     pub fn new(eps: f64, method: CertMethod) -> BoundsOptions {
-        BoundsOptions { eps, method, clip: None, timeout: super::certify::DEFAULT_TIMEOUT, batch_size: DEFAULT_BATCH_SIZE }
+        BoundsOptions { eps, method, clip: None, timeout: super::certify::DEFAULT_TIMEOUT, batch_size: DEFAULT_BATCH_SIZE, seed: 0 }
     }
 }
 
@@ -125,7 +128,11 @@ pub fn bounds_table(
             Some(ys) => Tensor::cat(vec![pair.expand([m, 2 * k, k]), Spec::margins(ys, k, device)?.c], 1),
             None => pair,
         };
-        let lb = rows_lower_bound(net, stages.as_ref(), &region, &Spec::new(rows), &opts.method, opts.timeout)?;
+        let mut spec = Spec::new(rows).with_indices((start as u64..end as u64).collect());
+        if let Some(ys) = ys {
+            spec = spec.with_labels(ys);
+        }
+        let lb = rows_lower_bound(net, stages.as_ref(), &region, &spec, &opts.method, opts.timeout, opts.seed)?;
         let total = lb.dims()[1];
         lower.extend(to_vec(lb.clone().slice([0..m, 0..k])));
         upper.extend(to_vec(lb.clone().slice([0..m, k..2 * k]).neg()));
@@ -151,10 +158,10 @@ pub fn bounds_table(
 }
 
 /// Lower bounds `[N, R]` of the spec rows by the chosen method.
-fn rows_lower_bound(net: &Network, stages: Option<&Stages>, region: &Interval, spec: &Spec, method: &CertMethod, timeout: Duration) -> Result<Tensor<2>> {
+fn rows_lower_bound(net: &Network, stages: Option<&Stages>, region: &Interval, spec: &Spec, method: &CertMethod, timeout: Duration, seed: u64) -> Result<Tensor<2>> {
     let stages = || stages.ok_or_else(|| Error::internal("LP stages missing"));
     match method {
-        CertMethod::Bound(m) => lower_bound(net, region, spec, &m.relaxation()),
+        CertMethod::Bound(m) => lower_bound(net, region, spec, &m.relaxation().with_seed(seed)),
         CertMethod::Lp(r) => lp::lower_bound(net, stages()?, region, spec, *r),
         _ => {
             let stages = stages()?;
@@ -205,7 +212,7 @@ mod tests {
         let device = default_device();
         let per: usize = net.input_shape().iter().product();
         let x: Vec<f32> = (0..3 * per).map(|i| (i % 17) as f32 / 17.0).collect();
-        let opts = BoundsOptions { eps: 0.01, method: CertMethod::Bound(Method::Crown), clip: Some((0.0, 1.0)), timeout: Duration::from_secs(1), batch_size: 2 };
+        let opts = BoundsOptions { eps: 0.01, method: CertMethod::Bound(Method::Crown), clip: Some((0.0, 1.0)), timeout: Duration::from_secs(1), batch_size: 2, seed: 0 };
         let mut seen = Vec::new();
         let t = bounds_table(&net, &x, Some(&[0, 1, 2]), &opts, &device, &mut |d| {
             seen.push(d);

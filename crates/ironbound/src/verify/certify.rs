@@ -30,6 +30,9 @@ pub struct CertifyConfig {
     pub clip: Option<(f64, f64)>,
     /// Per-sample time budget of the solver-based methods (MILP stages, LP tightening).
     pub timeout: Duration,
+    /// Seed of the random slopes (`one-step`, `random-slope`); each sample's slopes come from
+    /// (seed, its index in the data), so they do not depend on the batch size or the shard.
+    pub seed: u64,
 }
 
 /// The default per-sample budget of solver-based methods.
@@ -39,7 +42,7 @@ impl CertifyConfig {
     /// `ironbound certify`'s defaults for everything but the radius and the methods, so that
     /// callers name only what they change (`CertifyConfig { pgd, ..CertifyConfig::new(..) }`).
     pub fn new(eps: f64, methods: Vec<CertMethod>) -> CertifyConfig {
-        CertifyConfig { eps, methods, batch_size: 100, pgd: None, clip: Some((0.0, 1.0)), timeout: DEFAULT_TIMEOUT }
+        CertifyConfig { eps, methods, batch_size: 100, pgd: None, clip: Some((0.0, 1.0)), timeout: DEFAULT_TIMEOUT, seed: 0 }
     }
 }
 
@@ -146,13 +149,15 @@ struct Samples<'a> {
     stages: Option<&'a Stages>,
     x: Tensor<4>,
     labels: Vec<usize>,
+    /// Each sample's index in the data (the key of its random slopes).
+    indices: Vec<u64>,
     region: Interval,
 }
 
 impl<'a> Samples<'a> {
-    fn new(net: &'a Network, stages: Option<&'a Stages>, x: Tensor<4>, labels: Vec<usize>, cfg: &CertifyConfig) -> Samples<'a> {
+    fn new(net: &'a Network, stages: Option<&'a Stages>, x: Tensor<4>, labels: Vec<usize>, indices: Vec<u64>, cfg: &CertifyConfig) -> Samples<'a> {
         let region = input_region(&x, cfg.eps, cfg.clip);
-        Samples { net, stages, x, labels, region }
+        Samples { net, stages, x, labels, indices, region }
     }
 
     fn len(&self) -> usize {
@@ -163,7 +168,7 @@ impl<'a> Samples<'a> {
         let device = self.x.device();
         let idx = Tensor::<1, crate::tensor::Int>::from_data(crate::tensor::TensorData::new(keep.iter().map(|&i| i as i64).collect::<Vec<_>>(), [keep.len()]), &device);
         let x = self.x.clone().select(0, idx);
-        Samples::new(self.net, self.stages, x, keep.iter().map(|&i| self.labels[i]).collect(), cfg)
+        Samples::new(self.net, self.stages, x, keep.iter().map(|&i| self.labels[i]).collect(), keep.iter().map(|&i| self.indices[i]).collect(), cfg)
     }
 
     fn stages(&self, method: &CertMethod) -> Result<&'a Stages> {
@@ -248,9 +253,9 @@ fn within(x: &Tensor<4>, region: &Interval, i: usize) -> bool {
 /// One method's outcome for each sample (all classified correctly).
 fn outcomes(s: &Samples, method: &CertMethod, cfg: &CertifyConfig, stage_counts: &mut Vec<StageCount>) -> Result<Vec<Outcome>> {
     let k = s.net.num_outputs();
-    let spec = || Spec::margins(&s.labels, k, &s.x.device());
+    let spec = || Spec::margins(&s.labels, k, &s.x.device()).map(|spec| spec.with_indices(s.indices.clone()));
     match method {
-        CertMethod::Bound(m) => Ok(from_margins(lower_bound(s.net, &s.region, &spec()?, &m.relaxation())?)),
+        CertMethod::Bound(m) => Ok(from_margins(lower_bound(s.net, &s.region, &spec()?, &m.relaxation().with_seed(cfg.seed))?)),
         CertMethod::Lp(r) => Ok(from_margins(lp::lower_bound(s.net, s.stages(method)?, &s.region, &spec()?, *r)?)),
         CertMethod::Milp | CertMethod::MilpLastLayer | CertMethod::MilpPartial { .. } => milp_outcomes(s, method, cfg),
         CertMethod::Cascade { stages, .. } => {
@@ -345,7 +350,7 @@ pub fn certify_shard(
         let y = &labels[start..end];
         let correct: Vec<bool> = predictions(net.forward(x.clone())).iter().zip(y).map(|(p, t)| p == t).collect();
         let keep: Vec<usize> = (0..m).filter(|&i| correct[i]).collect();
-        let batch = Samples::new(net, stages.as_ref(), x.clone(), y.to_vec(), cfg);
+        let batch = Samples::new(net, stages.as_ref(), x.clone(), y.to_vec(), (start as u64..end as u64).collect(), cfg);
         // Only correctly classified samples go to the methods (none: an empty selection).
         let right = (!keep.is_empty()).then(|| batch.subset(&keep, cfg));
         for method in &cfg.methods {
