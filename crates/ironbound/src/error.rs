@@ -37,8 +37,10 @@ impl Error {
         Error::InvalidInput(msg.into())
     }
 
+    /// The reason's control characters are escaped: it may quote the file (a key, a name, a
+    /// storage id) and the contract promises one line per error.
     pub fn file(path: impl AsRef<Path>, reason: impl std::fmt::Display) -> Self {
-        Error::InvalidFile { path: path.as_ref().to_path_buf(), reason: reason.to_string() }
+        Error::InvalidFile { path: path.as_ref().to_path_buf(), reason: one_line(&reason.to_string()) }
     }
 
     pub fn unsupported(msg: impl Into<String>) -> Self {
@@ -48,6 +50,12 @@ impl Error {
     pub fn internal(msg: impl std::fmt::Display) -> Self {
         Error::Internal(msg.to_string())
     }
+}
+
+/// `s` with control characters escaped (`\n`, `\u{1b}`), so that text quoted from user input
+/// cannot split a message over lines.
+pub fn one_line(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 /// Return early with an `InvalidInput` error when a condition fails.
@@ -78,4 +86,18 @@ pub fn catch_panic<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> std::re
 /// Whether the current thread is inside [`catch_panic`].
 pub fn panic_expected() -> bool {
     EXPECTING_PANIC.with(|e| e.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_errors_stay_on_one_line() {
+        // Found by fuzz_readers and torch_fuzz: reasons quote names from the file (an .npz
+        // member, a checkpoint's storage key) that may hold a newline.
+        let e = Error::file("m.pt", "storage '\n38' is listed but nothing refers to it");
+        assert_eq!(e.to_string(), "m.pt: storage '\\n38' is listed but nothing refers to it");
+        assert_eq!(one_line("a\r\tb\u{1b}é"), "a\\r\\tb\\u{1b}é");
+    }
 }

@@ -318,6 +318,18 @@ mod tests {
     }
 
     #[test]
+    fn a_member_name_with_a_newline_is_a_one_line_error() {
+        // Found by fuzz_readers: the name of an .npz member was quoted raw in the error.
+        let z = tmp("newline.npz");
+        let mut w = zip::ZipWriter::new(std::fs::File::create(&z).unwrap());
+        w.start_file("x\n.npy", zip::write::FileOptions::default()).unwrap();
+        std::io::Write::write_all(&mut w, b"not an array").unwrap();
+        w.finish().unwrap();
+        let e = read_f32(&z, &[]).unwrap_err().to_string();
+        assert!(e.contains("array x\\n: not a .npy file") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
     fn truncated_data_is_an_error() {
         let e = read_err("short.npy", &npy_bytes(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", &[0; 8]));
         assert!(e.contains("needs 12 bytes"), "{e}");

@@ -7,7 +7,7 @@
 use super::schedule::{LrKind, RampShape, Span};
 use crate::bounds::Method;
 use crate::data::DatasetName;
-use crate::error::{Error, Result};
+use crate::error::{one_line, Error, Result};
 use crate::net::{arch, NetSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -300,17 +300,11 @@ impl Sources {
     }
 }
 
-/// `s` with control characters escaped (`\n`, `\u{1b}`): a `--set` argument, a quoted TOML
-/// key or a string value may hold a newline, and every error must stay on one line.
-fn one_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
-}
-
-/// The same error with its message on one line.
+/// The same error with its message on one line: a `--set` argument, a quoted TOML key or a
+/// string value may hold a newline. (`Error::file` escapes the reasons of file errors itself.)
 fn escaped(e: Error) -> Error {
     match e {
         Error::InvalidInput(m) => Error::InvalidInput(one_line(&m)),
-        Error::InvalidFile { path, reason } => Error::InvalidFile { path, reason: one_line(&reason) },
         other => other,
     }
 }
@@ -381,8 +375,8 @@ fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
 impl TrainConfig {
     /// Parses a config file; errors name the file, the line and the key.
     pub fn parse(text: &str, path: &Path) -> Result<(TrainConfig, BTreeSet<String>)> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| Error::file(path, one_line(&describe_toml_error(&e, text))))?;
-        let config: TrainConfig = toml::from_str(text).map_err(|e| Error::file(path, one_line(&describe_toml_error(&e, text))))?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| Error::file(path, describe_toml_error(&e, text)))?;
+        let config: TrainConfig = toml::from_str(text).map_err(|e| Error::file(path, describe_toml_error(&e, text)))?;
         Ok((config, table.keys().cloned().collect()))
     }
 
