@@ -244,7 +244,7 @@ fn run_cross(a: CrossArgs) -> Result<()> {
     let nets = paths.iter().map(|p| common::load_for(p, &a.normalize, name, &device)).collect::<Result<Vec<_>>>()?;
     let ds = common::load_dataset(name, &a.split, a.data_dir.as_deref(), a.n)?;
     let labels: Vec<usize> = ds.labels.iter().map(|&l| l as usize).collect();
-    let cfg = ironbound::verify::CertifyConfig { eps: a.eps, methods: methods.clone(), batch_size: a.batch_size, pgd: None, clip: Some((0.0, 1.0)), timeout, seed: 0 };
+    let cfg = ironbound::verify::CertifyConfig { eps: a.eps, methods: methods.clone(), batch_size: a.batch_size, pgd: None, clip: Some((0.0, 1.0)), timeout, seed: 0, sound: true };
     let bar = common::progress(labels.len() * nets.len(), "cross-certify");
     let mut rows = Vec::new();
     for (i, (net, model)) in nets.iter().zip(&names).enumerate() {

@@ -218,6 +218,8 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
         clip: Some(CLIP),
         timeout: crate::verify::certify::DEFAULT_TIMEOUT,
         seed: c.seed,
+        // Per-epoch monitoring in plain float32 (a final `ironbound certify` is float-sound).
+        sound: false,
     };
 
     let last = match opts.max_epochs_this_run {
