@@ -2,7 +2,7 @@
 
     ray start --head --num-cpus 4            # or any existing cluster
     python examples/ray_certify.py --address auto --model results/fcsmall-pgd-eps0.1-lp-milp/model.onnx \\
-        --n 1000 --shards 4 --eps 0.1 --methods ibp,crown --out runs/ray-certify
+        --n 1000 --shards 4 --eps 0.05 --methods ibp,crown --pgd 10 --out runs/ray-certify
 
 Every task certifies one shard through the Python package: `ironbound.certify(...,
 shard=(I, N))` evaluates the I-th of N contiguous, nearly equal slices of the first N test
