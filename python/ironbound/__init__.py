@@ -138,6 +138,7 @@ class Model:
         timeout: Optional[float] = None,
         batch_size: int = 256,
         seed: int = 0,
+        sound: bool = False,
     ) -> Dict[str, np.ndarray]:
         """Bounds on the outputs over the l-infinity ball of radius ``eps`` around each row of
         ``x``, intersected with ``clip=(MIN, MAX)`` when given: what ``ironbound bounds``
@@ -150,11 +151,13 @@ class Model:
         lp-triangle, milp, one-step, random-slope, ...); ``timeout`` is the per-sample budget of
         ``milp`` in seconds. ``seed`` (the CLI's ``--seed``) seeds the random slopes of
         ``one-step`` and ``random-slope``: row i's come from (seed, i), whatever the batch size;
-        ``one-step`` needs ``labels``. Equal, bit for bit, to the CLI's ``.npz`` for the same
-        arguments (and the same ``batch_size``, the CLI's ``--batch-size``).
+        ``one-step`` needs ``labels``. ``sound=True`` is ``--sound``: float-sound bounds, valid
+        for the real-valued network over the region with the exact decimal ``eps`` and ``clip``.
+        Equal, bit for bit, to the CLI's ``.npz`` for the same arguments (and the same
+        ``batch_size``, the CLI's ``--batch-size``).
         """
         y = None if labels is None else _labels(labels, "labels")
-        return self._net.bounds(_inputs(x), float(eps), method, y, _clip(clip), timeout, int(batch_size), _seed(seed))
+        return self._net.bounds(_inputs(x), float(eps), method, y, _clip(clip), timeout, int(batch_size), _seed(seed), bool(sound))
 
     def forward(self, x: Any, batch_size: int = 256) -> np.ndarray:
         """The model's outputs (logits), float32 ``[N, K]``, for the rows of ``x``."""
@@ -187,6 +190,7 @@ def certify(
     cascade: Optional[Union[str, Sequence[str]]] = None,
     shard: Optional[Tuple[int, int]] = None,
     seed: int = 0,
+    fast: bool = False,
 ) -> Dict[str, Any]:
     """Clean, certified and PGD accuracy of ``model`` on the samples ``(x, y)``.
 
@@ -199,7 +203,8 @@ def certify(
     milp, colt, ...); ``cascade`` adds one more method that tries the listed ones in order per
     sample. ``clip=None`` is the CLI's ``--no-clip``; ``timeout`` is the per-sample budget of
     solver-based methods in seconds; ``seed`` (``--seed``) seeds the random slopes of
-    ``one-step`` and ``random-slope`` (sample i's come from (seed, i)).
+    ``one-step`` and ``random-slope`` (sample i's come from (seed, i)). Certificates are
+    float-sound unless ``fast=True`` (the CLI's ``--fast``); the report's ``sound`` says which.
 
     ``shard=(I, N)`` is the CLI's ``--shard I/N``: pass all the samples, and only the I-th of N
     contiguous, nearly equal slices of them is evaluated (1 <= I <= N; the first ``len(y) % N``
@@ -223,6 +228,7 @@ def certify(
         cascade_list,
         _shard(shard),
         _seed(seed),
+        bool(fast),
     )
 
 

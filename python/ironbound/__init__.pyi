@@ -28,9 +28,10 @@ class Model:
         timeout: Optional[float] = None,
         batch_size: int = 256,
         seed: int = 0,
+        sound: bool = False,
     ) -> Dict[str, npt.NDArray[np.float32]]:
         """Output (and, with labels, margin) bounds over the l-inf ball, as `ironbound bounds`;
-        `seed` is `--seed` of the random slopes (one-step, random-slope)."""
+        `seed` is `--seed` of the random slopes (one-step, random-slope), `sound` is `--sound`."""
     def forward(self, x: ArrayLike, batch_size: int = 256) -> npt.NDArray[np.float32]: ...
 
 def load(path: PathLike, normalize: Optional[Tuple[Sequence[float], Sequence[float]]] = None) -> Model: ...
@@ -48,8 +49,10 @@ def certify(
     cascade: Optional[Union[str, Sequence[str]]] = None,
     shard: Optional[Tuple[int, int]] = None,
     seed: int = 0,
+    fast: bool = False,
 ) -> Dict[str, Any]:
-    """The report of `ironbound certify` for the samples (x, y). `shard=(I, N)` is `--shard I/N`:
+    """The report of `ironbound certify` for the samples (x, y); float-sound unless `fast`
+    (`--fast`). `shard=(I, N)` is `--shard I/N`:
     only the I-th of N contiguous, nearly equal slices of the samples is evaluated and the report
     gets a `shard` object for `merge`. `seed` is `--seed` of the random slopes."""
 

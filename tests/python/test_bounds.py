@@ -119,6 +119,18 @@ def test_model_attributes(models):
     assert "conv-small.onnx" in repr(m)
 
 
+def test_sound_bounds_equal_cli_sound(cli, models, tmp_path):
+    # sound=True is --sound: the same bits, and an enclosure of the plain float32 bounds.
+    x = inputs(6, seed=5)
+    y = np.arange(6, dtype=np.int64) % 10
+    m = ironbound.load(models["conv-small.onnx"])
+    py = m.bounds(x, 0.02, method="crown", labels=y, clip=(0.0, 1.0), sound=True)
+    assert_same(py, cli.bounds(models["conv-small.onnx"], x, 0.02, "crown", tmp_path, labels=y, clip=(0.0, 1.0), extra=["--sound"]))
+    plain = m.bounds(x, 0.02, method="crown", labels=y, clip=(0.0, 1.0))
+    assert np.all(py["lower"] <= plain["lower"]) and np.all(py["upper"] >= plain["upper"])
+    assert np.any(py["lower"] < plain["lower"])
+
+
 @pytest.mark.parametrize("method", ["random-slope", "one-step"])
 def test_random_slopes_with_a_seed_equal_cli(cli, models, tmp_path, method):
     # LAND's slopes: drawn per (seed, row), so Python and `ironbound bounds --seed 7` agree to

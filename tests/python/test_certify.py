@@ -37,6 +37,20 @@ def test_certify_equals_cli_report(cli, trained_model, fashion_test, tmp_path):
     assert 0.5 < py["clean_accuracy"] <= 1.0
     assert 0.0 < py["certified_accuracy"]["crown"] <= py["pgd_accuracy"] <= py["clean_accuracy"]
     assert py["soundness_conflicts"] == 0
+    assert py["sound"] is True
+
+
+def test_fast_equals_cli_fast(cli, trained_model, fashion_test, tmp_path):
+    # fast=True is --fast: plain float32 bounds, and the report says it is not float-sound.
+    x, y = fashion_test
+    x, y = x[:40], y[:40]
+    m = ironbound.load(trained_model)
+    py = ironbound.certify(m, x, y, 0.05, methods="crown,deepz", fast=True)
+    assert_same_report(py, cli_report(cli, trained_model, tmp_path, "--eps", "0.05", "--method", "crown,deepz", "--n", "40", "--fast"))
+    assert py["sound"] is False
+    sound = ironbound.certify(m, x, y, 0.05, methods="crown,deepz")
+    for method in ["crown", "deepz"]:
+        assert sound["certified_accuracy"][method] <= py["certified_accuracy"][method]
 
 
 def test_certify_options_equal_cli(cli, trained_model, fashion_test, tmp_path):

@@ -63,7 +63,7 @@ fn matrix(py: Python<'_>, values: Vec<f32>, n: usize, k: usize) -> PyResult<Boun
 impl Model {
     /// Bounds over the l-infinity ball of radius `eps` around each row of `x` (intersected
     /// with `clip`), exactly what `ironbound bounds` writes for the same arguments.
-    #[pyo3(signature = (x, eps, method = "crown", labels = None, clip = None, timeout = None, batch_size = DEFAULT_BATCH_SIZE, seed = 0))]
+    #[pyo3(signature = (x, eps, method = "crown", labels = None, clip = None, timeout = None, batch_size = DEFAULT_BATCH_SIZE, seed = 0, sound = false))]
     #[allow(clippy::too_many_arguments)] // the CLI's flags, one keyword each
     fn bounds<'py>(
         &self,
@@ -76,6 +76,7 @@ impl Model {
         timeout: Option<f64>,
         batch_size: usize,
         seed: u64,
+        sound: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         // The CLI's order of checks, so that the first problem reported is the same.
         let method: CertMethod = method.parse().map_err(py_err)?;
@@ -93,7 +94,7 @@ impl Model {
             Some(y) => Some(self::labels(y, n, self.net.num_outputs(), "labels")?),
             None => None,
         };
-        let opts = BoundsOptions { clip, timeout, batch_size, seed, ..BoundsOptions::new(eps, method) };
+        let opts = BoundsOptions { clip, timeout, batch_size, seed, sound, ..BoundsOptions::new(eps, method) };
         let mut stop = Interrupt::default();
         let result = py.detach(|| bounds_table::bounds_table(&self.net, data, ys.as_deref(), &opts, &default_device(), &mut |_| stop.check_signals()));
         let table = stop.finish(result)?;

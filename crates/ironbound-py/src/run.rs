@@ -22,7 +22,7 @@ use std::time::Duration;
 /// Clean, certified and PGD accuracy of `model` on the rows of `x` with labels `y`: the dict
 /// `ironbound certify` writes as report.json for the same samples.
 #[pyfunction]
-#[pyo3(signature = (model, x, y, eps, methods = "ibp,crown", pgd = None, clip = Some((0.0, 1.0)), timeout = None, batch_size = 100, pgd_restarts = 1, cascade = None, shard = None, seed = 0))]
+#[pyo3(signature = (model, x, y, eps, methods = "ibp,crown", pgd = None, clip = Some((0.0, 1.0)), timeout = None, batch_size = 100, pgd_restarts = 1, cascade = None, shard = None, seed = 0, fast = false))]
 #[allow(clippy::too_many_arguments)] // the CLI's flags, one keyword each
 pub fn certify<'py>(
     py: Python<'py>,
@@ -39,6 +39,7 @@ pub fn certify<'py>(
     cascade: Option<&str>,
     shard: Option<(i64, i64)>,
     seed: u64,
+    fast: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     // The CLI's order of checks, so that the first problem reported is the same.
     let mut methods = parse_cert_methods(methods).map_err(py_err)?;
@@ -61,6 +62,7 @@ pub fn certify<'py>(
         clip,
         timeout,
         seed,
+        sound: !fast,
         ..CertifyConfig::new(eps, methods)
     };
     let mut stop = Interrupt::default();
