@@ -5,12 +5,13 @@
 pub mod alpha;
 pub mod backsub;
 pub mod interval;
+pub mod regularizers;
 pub mod relaxation;
 pub mod slopes;
 pub mod spec;
 pub mod zonotope;
 
-pub use backsub::{Backsub, RowLines};
+pub use backsub::{Backsub, RowLines, Trace};
 pub use interval::Interval;
 pub use relaxation::{parse_methods, Engine, LowerLine, Method, Relaxation};
 pub use slopes::{SlopeRule, SlopeStart};
