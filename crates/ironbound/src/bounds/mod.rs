@@ -198,7 +198,7 @@ fn check_spec(net: &Network, spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-fn final_pass(net: &Network, region: &Interval, spec: &Spec, relaxation: &Relaxation, inter: Intermediate) -> Result<Tensor<2>> {
+pub(crate) fn final_pass(net: &Network, region: &Interval, spec: &Spec, relaxation: &Relaxation, inter: Intermediate) -> Result<Tensor<2>> {
     let out = net.output_value();
     match relaxation.final_pass {
         Engine::Zonotope => {

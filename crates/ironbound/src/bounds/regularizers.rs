@@ -73,7 +73,7 @@ pub struct Tightness {
 }
 
 /// The final pass's lower line, when Proposition 1 applies to the relaxation.
-fn linear_lower(relaxation: &Relaxation) -> Result<ReluLower> {
+pub fn linear_lower(relaxation: &Relaxation) -> Result<ReluLower> {
     match (relaxation.final_pass, relaxation.final_lower) {
         (Engine::BackSubstitution, LowerLine::Fixed(lower @ (ReluLower::Parallel | ReluLower::Adaptive | ReluLower::Zero))) => Ok(lower),
         _ => Err(Error::input(format!(
