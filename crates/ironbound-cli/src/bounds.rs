@@ -37,6 +37,10 @@ pub struct Args {
     /// Rows per batch.
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     batch_size: usize,
+    /// Also write the tightness regularizers reg_d and reg_r [N, K] of each margin row (column
+    /// y 0; methods deepz, crown, crown-ibp; needs --labels).
+    #[arg(long)]
+    regularizers: bool,
     /// Seed of the random slopes of one-step and random-slope (row i's come from (S, i)).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -46,7 +50,7 @@ pub struct Args {
     sound: bool,
     #[command(flatten)]
     normalize: common::NormalizeArg,
-    /// Output .npz with lower, upper [N, K] (and margin_lower).
+    /// Output .npz with lower, upper [N, K] (and margin_lower, reg_d, reg_r).
     #[arg(long)]
     out: PathBuf,
 }
@@ -57,6 +61,12 @@ pub fn run(a: Args) -> Result<()> {
     if let (CertMethod::Bound(m), None) = (&method, &a.labels) {
         if m.needs_labels() {
             return Err(Error::input(format!("--method {m} needs --labels: its slopes descend the robust loss of the margins f_y - f_j")));
+        }
+    }
+    if a.regularizers {
+        bounds_table::regularizers_method(&method)?;
+        if a.labels.is_none() {
+            return Err(Error::input("--regularizers needs --labels: d and r are defined per margin row f_y - f_j"));
         }
     }
     let timeout = common::timeout(a.timeout, DEFAULT_TIMEOUT)?;
@@ -82,10 +92,26 @@ pub fn run(a: Args) -> Result<()> {
         Ok(())
     })?;
     bar.finish_and_clear();
+    let regs = match (&labels, a.regularizers) {
+        (Some(ys), true) => {
+            let bar = common::progress(n, "regularizers");
+            let regs = bounds_table::regularizers_table(&net, &x.data, ys, &opts, &device, &mut |done| {
+                bar.set_position(done as u64);
+                Ok(())
+            })?;
+            bar.finish_and_clear();
+            Some(regs)
+        }
+        _ => None,
+    };
     let dims = [table.n, table.k];
     let mut arrays: Vec<(&str, &[usize], &[f32])> = vec![("lower", &dims, &table.lower), ("upper", &dims, &table.upper)];
     if let Some(m) = &table.margin_lower {
         arrays.push(("margin_lower", &dims, m));
+    }
+    if let Some((d, r)) = &regs {
+        arrays.push(("reg_d", &dims, d));
+        arrays.push(("reg_r", &dims, r));
     }
     npy::write_npz(&a.out, &arrays)
 }

@@ -77,6 +77,10 @@ fn keys_list_matches_the_fields() {
     full.eval_n = Some(5);
     full.warmup_steps = Some(5);
     full.rampup_steps = Some(5);
+    full.reg_d_weight = 2e-3;
+    full.reg_r_weight = 1.0;
+    full.reg_rampup_epochs = Some(2);
+    full.log_regularizers = true;
     let table: toml::Table = toml::from_str(&full.to_toml().unwrap()).unwrap();
     let mut got: Vec<&str> = table.keys().map(String::as_str).collect();
     let mut want: Vec<&str> = KEYS.to_vec();

@@ -35,6 +35,16 @@ impl RowLines {
     }
 }
 
+/// The coefficients a back-substitution pass ended with (the tightness regularizers of
+/// `regularizers.rs` read the relaxed optimum off them): over the output of each ReLU it
+/// crossed (indexed by node; their signs chose the lines) and over each value it concretised
+/// (value 0: the input region).
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    pub relu: Vec<Option<Tensor<3>>>,
+    pub concretised: Vec<(usize, Tensor<3>)>,
+}
+
 /// What back-substitution needs to know about the network.
 pub struct Backsub<'a> {
     pub net: &'a Network,
@@ -67,18 +77,25 @@ impl Backsub<'_> {
     /// it returns false the form is concretised on `bounds[v]` instead. Value 0 is always
     /// concretised on the input region.
     pub fn lower_bound(&self, seeds: Vec<(usize, Tensor<3>)>, bias: Option<Tensor<2>>, expand: &dyn Fn(usize) -> bool) -> Tensor<2> {
-        self.run(seeds, bias, expand, false).0
+        self.run(seeds, bias, expand, false, None).0
+    }
+
+    /// [`Backsub::lower_bound`] and the coefficients it ended with.
+    pub fn lower_bound_traced(&self, seeds: Vec<(usize, Tensor<3>)>, bias: Option<Tensor<2>>, expand: &dyn Fn(usize) -> bool) -> (Tensor<2>, Trace) {
+        let mut trace = Trace { relu: vec![None; self.net.nodes().len()], concretised: Vec::new() };
+        let lb = self.run(seeds, bias, expand, false, Some(&mut trace)).0;
+        (lb, trace)
     }
 
     /// Lower and upper bounds of the same linear form in one pass. Valid only when every
     /// ReLU's lines are parallel (lower slope = upper slope: DeepZ, box): then the
     /// coefficients do not depend on the direction, only the constants do.
     pub fn symmetric_bounds(&self, seeds: Vec<(usize, Tensor<3>)>, bias: Option<Tensor<2>>, expand: &dyn Fn(usize) -> bool) -> (Tensor<2>, Tensor<2>) {
-        let (lo, hi) = self.run(seeds, bias, expand, true);
+        let (lo, hi) = self.run(seeds, bias, expand, true, None);
         (lo, hi.unwrap_or_else(|| unreachable!("symmetric pass returns both bounds")))
     }
 
-    fn run(&self, seeds: Vec<(usize, Tensor<3>)>, bias: Option<Tensor<2>>, expand: &dyn Fn(usize) -> bool, both: bool) -> (Tensor<2>, Option<Tensor<2>>) {
+    fn run(&self, seeds: Vec<(usize, Tensor<3>)>, bias: Option<Tensor<2>>, expand: &dyn Fn(usize) -> bool, both: bool, mut trace: Option<&mut Trace>) -> (Tensor<2>, Option<Tensor<2>>) {
         let top = seeds.iter().map(|(v, _)| *v).max().unwrap_or(0);
         let mut acc: Vec<Option<Tensor<3>>> = vec![None; top + 1];
         let mut err = RoundingError::new(self.sound);
@@ -94,6 +111,9 @@ impl Backsub<'_> {
                 Some(node) if expand(v) => node,
                 _ => {
                     let b = self.bounds[v].as_ref().unwrap_or_else(|| panic!("back-substitution reached value {v} without bounds"));
+                    if let Some(t) = trace.as_deref_mut() {
+                        t.concretised.push((v, a.clone()));
+                    }
                     let (center, radius) = match self.sound {
                         Some(_) => sound::center_radius(b),
                         None => (b.center(), b.radius()),
@@ -115,6 +135,9 @@ impl Backsub<'_> {
                 Op::Relu => {
                     let idx = v - 1;
                     let lines = self.lines[idx].as_ref().unwrap_or_else(|| panic!("no relaxation for ReLU node {idx}"));
+                    if let Some(t) = trace.as_deref_mut() {
+                        t.relu[idx] = Some(a.clone());
+                    }
                     let intercept = match self.sound {
                         // The tightest intercept that is valid for the slope in real arithmetic.
                         Some(_) => {

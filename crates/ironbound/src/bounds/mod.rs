@@ -5,13 +5,14 @@
 pub mod alpha;
 pub mod backsub;
 pub mod interval;
+pub mod regularizers;
 pub mod relaxation;
 pub mod slopes;
 pub mod sound;
 pub mod spec;
 pub mod zonotope;
 
-pub use backsub::{Backsub, RowLines};
+pub use backsub::{Backsub, RowLines, Trace};
 pub use interval::Interval;
 pub use relaxation::{parse_methods, Engine, LowerLine, Method, Relaxation};
 pub use slopes::{SlopeRule, SlopeStart};
@@ -216,7 +217,7 @@ fn sound_engine(engine: Engine, sound: bool) -> Engine {
     }
 }
 
-fn final_pass(net: &Network, region: &Interval, spec: &Spec, relaxation: &Relaxation, inter: Intermediate) -> Result<Tensor<2>> {
+pub(crate) fn final_pass(net: &Network, region: &Interval, spec: &Spec, relaxation: &Relaxation, inter: Intermediate) -> Result<Tensor<2>> {
     let out = net.output_value();
     // Sound mode: interval bounds of every value, refined by the intermediate ones, for the
     // magnitudes in the error term.

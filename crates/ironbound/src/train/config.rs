@@ -181,6 +181,22 @@ pub struct TrainConfig {
     /// certification are always exact.
     pub projections: usize,
 
+    /// Tightness regularizers (Zhu et al., SPEC.md section 1; methods deepz, crown, crown-ibp):
+    /// the loss gets `+ reg_d_weight * sum_t d_t + reg_r_weight * sum_t r_t` (lambda and gamma
+    /// of the paper's Eq. 3), averaged over the batch. Omitted from config.toml when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reg_d_weight: f64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reg_r_weight: f64,
+    /// Epochs, counted from the end of the warm-up, over which both weights grow linearly
+    /// from 0 (the paper's warm-up of lambda and gamma; default: the ramp-up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reg_rampup_epochs: Option<usize>,
+    /// Measure d and r at every step and log them in metrics.jsonl also when both weights are 0
+    /// (a baseline's values; the training itself is unchanged).
+    #[serde(skip_serializing_if = "is_false")]
+    pub log_regularizers: bool,
+
     /// Directory searched first for the dataset.
     pub data_dir: Option<String>,
     /// Train on the first N samples only (quick runs).
@@ -249,6 +265,10 @@ impl Default for TrainConfig {
             batch_size: 100,
             pgd_steps: 10,
             projections: 0,
+            reg_d_weight: 0.0,
+            reg_r_weight: 0.0,
+            reg_rampup_epochs: None,
+            log_regularizers: false,
             pgd_step_fraction: 0.25,
             data_dir: None,
             train_n: None,
@@ -274,9 +294,18 @@ pub const KEYS: &[&str] = &[
     "rampup_epochs", "warmup_steps", "rampup_steps", "eps_schedule", "smoothed_mid", "smoothed_power", "kappa_start", "kappa_end", "beta_start",
     "beta_end", "spec", "optimizer", "lr", "momentum", "weight_decay", "l1", "grad_clip", "lr_schedule",
     "lr_milestones", "lr_milestone_steps", "lr_decay", "lr_step", "lr_step_start", "batch_size", "pgd_steps", "pgd_step_fraction", "projections",
+    "reg_d_weight", "reg_r_weight", "reg_rampup_epochs", "log_regularizers",
     "data_dir", "train_n", "augment", "crop_padding", "flip", "normalize", "eval_split", "holdout_fraction",
     "eval_n", "eval_batch_size", "certify_method", "eval_pgd_steps", "threads", "tensorboard",
 ];
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
 
 /// Where each key's value came from, for error messages.
 #[derive(Clone, Debug, Default)]
@@ -453,6 +482,10 @@ pub struct Resolved {
     pub beta_start: f64,
     pub beta_end: f64,
     pub lr_decay: f64,
+    /// Whether the tightness regularizers are computed (a weight > 0 or `log_regularizers`),
+    /// and the span over which their weights grow from 0.
+    pub regularizers: bool,
+    pub reg_rampup: Span,
 }
 
 impl Resolved {
@@ -652,6 +685,7 @@ impl TrainConfig {
         if c.projections > 0 && !matches!(method, TrainMethod::Bound(Method::Deepz | Method::Hbox)) {
             return Err(err("projections", format!("random projections estimate zonotope bounds: they need method deepz or hbox, not {method}")));
         }
+        let (regularizers, reg_rampup) = resolve_regularizers(&mut c, method, warmup, rampup, epochs, &err)?;
         if !(c.pgd_step_fraction.is_finite() && c.pgd_step_fraction > 0.0) {
             return Err(err("pgd_step_fraction", format!("must be > 0, got {}", c.pgd_step_fraction)));
         }
@@ -693,6 +727,44 @@ impl TrainConfig {
             beta_start,
             beta_end,
             lr_decay,
+            regularizers,
+            reg_rampup,
         })
     }
+}
+
+/// Checks the regularizer keys; returns whether d and r are computed and the span of their
+/// weights' ramp-up (default: the eps ramp-up, in its unit).
+fn resolve_regularizers(c: &mut TrainConfig, method: TrainMethod, warmup: Span, rampup: Span, epochs: usize, err: &dyn Fn(&str, String) -> Error) -> Result<(bool, Span)> {
+    for (key, v) in [("reg_d_weight", c.reg_d_weight), ("reg_r_weight", c.reg_r_weight)] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(err(key, format!("must be a finite number >= 0, got {v}")));
+        }
+    }
+    let key = [("reg_d_weight", c.reg_d_weight > 0.0), ("reg_r_weight", c.reg_r_weight > 0.0), ("log_regularizers", c.log_regularizers)]
+        .into_iter()
+        .find(|(_, on)| *on)
+        .map(|(k, _)| k);
+    let Some(key) = key else { return Ok((false, Span::Epochs(0))) };
+    match method {
+        TrainMethod::Bound(m) if crate::bounds::regularizers::supports(m) => {}
+        _ => return Err(err(key, format!("needs method deepz, crown or crown-ibp (the tightness regularizers are defined on their relaxed optimum), not {method}"))),
+    }
+    if c.spec == SpecKind::Eye {
+        return Err(err(key, "needs `spec` = \"diffs\": the tightness regularizers are defined per margin row f_y - f_t".into()));
+    }
+    let span = match (c.reg_rampup_epochs, rampup) {
+        (Some(e), _) => Span::Epochs(e),
+        (None, Span::Epochs(e)) => {
+            c.reg_rampup_epochs = Some(e);
+            Span::Epochs(e)
+        }
+        (None, steps) => steps,
+    };
+    if let (Span::Epochs(w), Span::Epochs(r)) = (warmup, span) {
+        if w.saturating_add(r) > epochs {
+            return Err(err("reg_rampup_epochs", format!("= {r}: warm-up ({w}) + the regularizers' ramp-up ({r}) is longer than training (`epochs` = {epochs})")));
+        }
+    }
+    Ok((true, span))
 }

@@ -41,6 +41,17 @@ pub struct EpochMetrics {
     /// Wall-clock seconds of the epoch (training and evaluation), and of training alone.
     pub seconds: f64,
     pub train_seconds: f64,
+    /// Tightness regularizers (only when computed): the mean over the epoch's batches of the
+    /// batch means of `sum_t d_t` and `sum_t r_t`, at each step's training radius, and the
+    /// weights lambda, gamma at the epoch's last step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reg_d: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reg_r: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reg_d_weight: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reg_r_weight: Option<f64>,
 }
 
 /// Writes every record, one JSON object a line, atomically (so the file always matches the

@@ -4,13 +4,19 @@
 //!
 //! For CROWN-IBP and CAP-IBP the lower bound is `(1 - beta) * IBP + beta * relaxation`
 //! (Eq. 9 of Zhang et al. 2020); beta = 1 throughout is "CROWN-IBP (R)" of the paradox paper.
+//!
+//! The tightness regularizers of Zhu et al. (`bounds::regularizers`) add
+//! `lambda * mean_n sum_t d_t + gamma * mean_n sum_t r_t` (their Eq. 3) for deepz, crown and
+//! crown-ibp, computed from the same bounds as the robust loss; for crown-ibp only while beta > 0
+//! ("the first stage", while the CROWN-IBP bound is in the loss).
 
 use super::config::{SpecKind, TrainMethod};
 use crate::bounds::zonotope::{self, Projections};
-use crate::bounds::{input_region, mixed_lower_bound, Interval, LowerLine, Method, Spec};
+use crate::bounds::regularizers::{self, Tightness};
+use crate::bounds::{final_pass, input_region, intermediate, mixed_lower_bound, Engine, Intermediate, Interval, LowerLine, Method, Spec};
 use crate::error::{Error, Result};
 use crate::loss::{cross_entropy, robust_cross_entropy};
-use crate::net::{Network, Param};
+use crate::net::{Network, Param, ReluLower};
 use crate::tensor::{Device, Tensor};
 use crate::verify::pgd::{self, PgdConfig};
 
@@ -34,6 +40,28 @@ pub struct LossParts {
     pub natural: Tensor<1>,
     pub robust: Option<Tensor<1>>,
     pub logits: Tensor<2>,
+    /// The batch means of `sum_t d_t` and `sum_t r_t` (detached), when they were computed.
+    pub reg_d: Option<Tensor<1>>,
+    pub reg_r: Option<Tensor<1>>,
+}
+
+/// This step's weights of the tightness regularizers.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct RegWeights {
+    /// lambda, the weight of d.
+    pub d: f64,
+    /// gamma, the weight of r.
+    pub r: f64,
+    /// Compute d and r (for the metrics) even when both weights are 0.
+    pub measure: bool,
+}
+
+impl RegWeights {
+    pub const OFF: RegWeights = RegWeights { d: 0.0, r: 0.0, measure: false };
+
+    fn wanted(&self) -> bool {
+        self.d > 0.0 || self.r > 0.0 || self.measure
+    }
 }
 
 /// Cross-entropy of the worst-case logits given lower bounds of the identity pair
@@ -94,9 +122,22 @@ impl Objective {
     /// natural cross-entropy is used.
     #[allow(clippy::too_many_arguments)]
     pub fn loss(&self, tracked: &Network, plain: &Network, x: &Tensor<4>, y: &[usize], one_hot: &Tensor<2>, eps: f64, kappa: f64, beta: f64, warmup: bool, seed: u64) -> Result<LossParts> {
+        self.loss_with(tracked, plain, x, y, one_hot, eps, kappa, beta, warmup, seed, RegWeights::OFF)
+    }
+
+    /// [`Objective::loss`] with the tightness regularizers at these weights. Without them
+    /// (weights 0, nothing to measure) it is `loss`, bit for bit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss_with(&self, tracked: &Network, plain: &Network, x: &Tensor<4>, y: &[usize], one_hot: &Tensor<2>, eps: f64, kappa: f64, beta: f64, warmup: bool, seed: u64, reg: RegWeights) -> Result<LossParts> {
         let logits = tracked.forward(x.clone());
         let natural = cross_entropy(logits.clone(), one_hot.clone());
         let natural_only = warmup || self.method == TrainMethod::Natural;
+        if let TrainMethod::Bound(method) = self.method {
+            let first_stage = !self.method.mixes_ibp() || beta > 0.0;
+            if reg.wanted() && !natural_only && first_stage && regularizers::supports(method) && self.spec == SpecKind::Diffs {
+                return self.loss_with_tightness(tracked, x, y, logits, natural, eps, kappa, beta, seed, method, reg);
+            }
+        }
         let (mut total, robust) = if natural_only || kappa >= 1.0 {
             (natural.clone(), None)
         } else if kappa <= 0.0 {
@@ -109,7 +150,85 @@ impl Objective {
         if self.l1 > 0.0 {
             total = total + l1_norm(tracked) * self.l1;
         }
-        Ok(LossParts { total, natural, robust, logits })
+        Ok(LossParts { total, natural, robust, logits, reg_d: None, reg_r: None })
+    }
+
+    /// The loss with the regularizers: the robust bound and d, r from one computation of the
+    /// intermediate bounds.
+    #[allow(clippy::too_many_arguments)]
+    fn loss_with_tightness(
+        &self,
+        tracked: &Network,
+        x: &Tensor<4>,
+        y: &[usize],
+        logits: Tensor<2>,
+        natural: Tensor<1>,
+        eps: f64,
+        kappa: f64,
+        beta: f64,
+        seed: u64,
+        method: Method,
+        reg: RegWeights,
+    ) -> Result<LossParts> {
+        let (lb, t) = self.bound_and_tightness(tracked, x, y, eps, beta, seed, method)?;
+        let (mut total, robust) = if kappa >= 1.0 {
+            (natural.clone(), None)
+        } else if kappa <= 0.0 {
+            let r = robust_cross_entropy(lb);
+            (r.clone(), Some(r))
+        } else {
+            let r = robust_cross_entropy(lb);
+            (natural.clone() * kappa + r.clone() * (1.0 - kappa), Some(r))
+        };
+        let d = t.d.sum_dim(1).mean();
+        let r = t.r.sum_dim(1).mean();
+        if reg.d > 0.0 {
+            total = total + d.clone() * reg.d;
+        }
+        if reg.r > 0.0 {
+            total = total + r.clone() * reg.r;
+        }
+        if self.l1 > 0.0 {
+            total = total + l1_norm(tracked) * self.l1;
+        }
+        Ok(LossParts { total, natural, robust, logits, reg_d: Some(d.detach()), reg_r: Some(r.detach()) })
+    }
+
+    /// The margins' robust lower bound (as [`Objective::robust`] computes it) and the tightness
+    /// of the relaxation behind it.
+    #[allow(clippy::too_many_arguments)]
+    fn bound_and_tightness(&self, net: &Network, x: &Tensor<4>, y: &[usize], eps: f64, beta: f64, seed: u64, method: Method) -> Result<(Tensor<2>, Tightness)> {
+        let spec = Spec::margins(y, net.num_outputs(), &x.device())?;
+        let region = input_region(x, eps, Some(CLIP));
+        if self.projections > 0 {
+            // The estimated zonotope gives the loss (as without regularizers); its ReLU input
+            // bounds feed an exact final pass for d and r.
+            let (z, pre) = zonotope::propagate_projected(net, &region, ReluLower::Parallel, Projections { count: self.projections, seed })?;
+            let lb = zonotope::spec_lower(&z, spec.c.clone());
+            return Ok((lb, regularizers::tightness_on(net, &pre, x, &spec, ReluLower::Parallel)?));
+        }
+        // mixed_lower_bound's computation in its order (so that weights 0 change no bit), with
+        // the relaxation's final pass traced.
+        let relaxation = method.relaxation().with_seed(seed);
+        let lower = regularizers::linear_lower(&relaxation)?;
+        let inter = intermediate(net, &region, &relaxation)?;
+        let beta = if self.method.mixes_ibp() { beta } else { 1.0 };
+        let ibp_lb = if beta < 1.0 {
+            let ibp = Method::Ibp.relaxation();
+            let ibp_inter = match relaxation.intermediate {
+                Engine::Interval => Intermediate { bounds: inter.bounds.clone(), output_zonotope: None },
+                _ => intermediate(net, &region, &ibp)?,
+            };
+            Some(final_pass(net, &region, &spec, &ibp, ibp_inter)?)
+        } else {
+            None
+        };
+        let t = regularizers::tightness_on(net, &inter.bounds, x, &spec, lower)?;
+        let lb = match ibp_lb {
+            Some(ibp_lb) => ibp_lb * (1.0 - beta) + t.lower.clone() * beta,
+            None => t.lower.clone(),
+        };
+        Ok((lb, t))
     }
 }
 

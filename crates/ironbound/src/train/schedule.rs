@@ -173,6 +173,36 @@ impl LrSchedule {
     }
 }
 
+/// The weights of the tightness regularizers d and r over the run: 0 until `start_step` (the
+/// end of the warm-up), then growing linearly per step to their values over `rampup_steps`
+/// (Zhu et al. warm them up from 0 over the first 20 epochs), then constant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegSchedule {
+    pub start_step: u64,
+    pub rampup_steps: u64,
+    pub d_weight: f64,
+    pub r_weight: f64,
+}
+
+impl RegSchedule {
+    /// The fraction of the full weights at global step `step`.
+    pub fn factor(&self, step: u64) -> f64 {
+        if step >= self.start_step.saturating_add(self.rampup_steps) {
+            1.0
+        } else if step <= self.start_step {
+            0.0
+        } else {
+            (step - self.start_step) as f64 / self.rampup_steps as f64
+        }
+    }
+
+    /// `(lambda, gamma)` at global step `step`.
+    pub fn at(&self, step: u64) -> (f64, f64) {
+        let f = self.factor(step);
+        (self.d_weight * f, self.r_weight * f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +260,20 @@ mod tests {
         assert_eq!(r.eps(60), 0.3);
         // Slower than linear early in the ramp.
         assert!(r.eps(25) < ramp(RampShape::Linear).eps(25));
+    }
+
+    #[test]
+    fn regularizer_weights_grow_from_zero_after_the_warm_up() {
+        let r = RegSchedule { start_step: 20, rampup_steps: 40, d_weight: 2e-3, r_weight: 1.0 };
+        assert_eq!(r.at(0), (0.0, 0.0));
+        assert_eq!(r.at(20), (0.0, 0.0));
+        let (d, g) = r.at(30);
+        assert!((d - 5e-4).abs() < 1e-15 && (g - 0.25).abs() < 1e-15);
+        assert_eq!(r.at(60), (2e-3, 1.0));
+        assert_eq!(r.at(10_000), (2e-3, 1.0));
+        // No ramp-up: full weights from the first step after the warm-up.
+        let now = RegSchedule { rampup_steps: 0, ..r };
+        assert_eq!((now.at(19), now.at(20)), ((0.0, 0.0), (2e-3, 1.0)));
     }
 
     #[test]

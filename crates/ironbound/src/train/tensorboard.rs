@@ -304,6 +304,10 @@ mod tests {
             eval_split: "test".into(),
             seconds: 1.5,
             train_seconds: 1.0,
+            reg_d: None,
+            reg_r: None,
+            reg_d_weight: None,
+            reg_r_weight: None,
         }
     }
 

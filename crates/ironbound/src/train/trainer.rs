@@ -6,8 +6,8 @@ use super::batches::{self, Augment, Stream, TrainData};
 use super::checkpoint::{self, CheckpointMeta};
 use super::config::{Resolved, TrainConfig, TrainMethod};
 use super::metrics::{self, EpochMetrics};
-use super::objective::{Objective, CLIP};
-use super::schedule::{LrSchedule, RampSchedule};
+use super::objective::{Objective, RegWeights, CLIP};
+use super::schedule::{LrSchedule, RampSchedule, RegSchedule};
 use super::tensorboard::{self, EventLog};
 use super::optim::{gradients, grad_norm, sum_gradients, Optimizer, OptimizerKind, ParamGrads};
 use crate::bounds::Method;
@@ -201,6 +201,12 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
         t => t,
     };
     let (ramp, lr_schedule) = schedules(r, steps_per_epoch);
+    let reg_schedule = RegSchedule {
+        start_step: r.warmup.steps(steps_per_epoch),
+        rampup_steps: r.reg_rampup.steps(steps_per_epoch),
+        d_weight: c.reg_d_weight,
+        r_weight: c.reg_r_weight,
+    };
     let objective = Objective { method: r.method, spec: c.spec, l1: c.l1, pgd_steps: c.pgd_steps, pgd_step_fraction: c.pgd_step_fraction, projections: c.projections };
     let augment = c.augment.then_some(Augment { padding: c.crop_padding, flip: c.flip });
     let shape = data.train.shape;
@@ -233,8 +239,12 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
         let mut aug_rng = batches::rng(c.seed, Stream::Augment, epoch as u64);
         let (mut loss_sum, mut nat_sum, mut rob_sum, mut rob_batches, mut correct) = (0.0f64, 0.0f64, 0.0f64, 0usize, 0usize);
         let mut values = ramp.at(global_step);
+        let (mut reg_d_sum, mut reg_r_sum, mut reg_batches) = (0.0f64, 0.0f64, 0usize);
+        let mut reg = RegWeights::OFF;
         for (b, idx) in order.chunks(bs).enumerate() {
             values = ramp.at(global_step);
+            let (lambda, gamma) = reg_schedule.at(global_step);
+            reg = RegWeights { d: lambda, r: gamma, measure: r.regularizers };
             opt.lr = lr_schedule.at(epoch, global_step);
             let (pixels, y) = batches::gather(&data.train, idx, augment.as_ref().map(|a| (a, &mut aug_rng)));
             let x = from_vec(pixels, [idx.len(), shape[0], shape[1], shape[2]], &device);
@@ -244,7 +254,7 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
                 let ys = &y[rows];
                 let tracked = opt.track(&net);
                 let step_seed = batches::step_seed(c.seed, global_step).wrapping_add(j as u64);
-                let parts = objective.loss(&tracked, &net, &xs, ys, &one_hot(ys, k, &device), values.eps, values.kappa, values.beta, values.warmup, step_seed)?;
+                let parts = objective.loss_with(&tracked, &net, &xs, ys, &one_hot(ys, k, &device), values.eps, values.kappa, values.beta, values.warmup, step_seed, reg)?;
                 let scalar = |t: &crate::tensor::Tensor<1>| weight * f64::from(t.clone().into_scalar::<f32>());
                 let preds = predictions(parts.logits.clone().detach().without_autodiff());
                 let total = if weight == 1.0 { parts.total.clone() } else { parts.total.clone() * weight };
@@ -252,6 +262,8 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
                     loss: scalar(&parts.total),
                     natural: scalar(&parts.natural),
                     robust: parts.robust.as_ref().map(scalar),
+                    reg_d: parts.reg_d.as_ref().map(scalar),
+                    reg_r: parts.reg_r.as_ref().map(scalar),
                     correct: preds.iter().zip(ys).filter(|(p, t)| p == t).count(),
                     grads: gradients(&tracked, &total.backward()),
                 })
@@ -278,6 +290,11 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
             if let Some(rl) = step.robust {
                 rob_sum += rl;
                 rob_batches += 1;
+            }
+            if let (Some(d), Some(rr)) = (step.reg_d, step.reg_r) {
+                reg_d_sum += d;
+                reg_r_sum += rr;
+                reg_batches += 1;
             }
             correct += step.correct;
             let scale = match c.grad_clip {
@@ -317,6 +334,10 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
             eval_split: format!("{:?}", data.eval_split).to_lowercase(),
             seconds: t0.elapsed().as_secs_f64(),
             train_seconds,
+            reg_d: (reg_batches > 0).then(|| reg_d_sum / reg_batches as f64),
+            reg_r: (reg_batches > 0).then(|| reg_r_sum / reg_batches as f64),
+            reg_d_weight: r.regularizers.then_some(reg.d),
+            reg_r_weight: r.regularizers.then_some(reg.r),
         };
         history.push(record);
         let meta = CheckpointMeta {
@@ -356,6 +377,8 @@ struct ShardStep {
     loss: f64,
     natural: f64,
     robust: Option<f64>,
+    reg_d: Option<f64>,
+    reg_r: Option<f64>,
     correct: usize,
     grads: ParamGrads,
 }
@@ -367,6 +390,8 @@ impl ShardStep {
             loss: parts.iter().map(|p| p.loss).sum(),
             natural: parts.iter().map(|p| p.natural).sum(),
             robust,
+            reg_d: parts.iter().map(|p| p.reg_d).sum::<Option<f64>>(),
+            reg_r: parts.iter().map(|p| p.reg_r).sum::<Option<f64>>(),
             correct: parts.iter().map(|p| p.correct).sum(),
             grads: sum_gradients(parts.into_iter().map(|p| p.grads).collect()),
         }

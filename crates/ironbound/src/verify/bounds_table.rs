@@ -5,7 +5,7 @@
 
 use super::lp::{self, milp, Stages};
 use super::method::CertMethod;
-use crate::bounds::{input_region, lower_bound, sound, spec, Interval, Method, Spec};
+use crate::bounds::{input_region, lower_bound, regularizers, sound, spec, Interval, Method, Spec};
 use crate::error::{Error, Result};
 use crate::net::Network;
 use crate::tensor::{from_vec, to_vec, Device, Tensor};
@@ -165,6 +165,63 @@ pub fn bounds_table(
         }
     }
     Ok(BoundsTable { n, k, lower, upper, margin_lower: labels.is_some().then_some(margins) })
+}
+
+/// The relaxation of `--regularizers`: deepz, crown or crown-ibp, else why not.
+pub fn regularizers_method(method: &CertMethod) -> Result<Method> {
+    match method {
+        CertMethod::Bound(m) if regularizers::supports(*m) => Ok(*m),
+        other => Err(Error::input(format!(
+            "--regularizers needs --method deepz, crown or crown-ibp (d and r are read off their relaxed optimum), not {}",
+            other.name()
+        ))),
+    }
+}
+
+/// The tightness regularizers d and r ([`crate::bounds::regularizers`]) of every margin row
+/// `f_y - f_j` of the rows of `x` and their labels (both checked as for [`bounds_table`]), over
+/// the regions of `opts`: row-major `[n, k]` each, column y 0 (`ironbound bounds
+/// --regularizers`).
+pub fn regularizers_table(
+    net: &Network,
+    x: &[f32],
+    labels: &[usize],
+    opts: &BoundsOptions,
+    device: &Device,
+    progress: &mut dyn FnMut(usize) -> Result<()>,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let method = regularizers_method(&opts.method)?;
+    let shape = net.input_shape();
+    let per: usize = shape.iter().product();
+    let n = labels.len();
+    if n * per != x.len() {
+        return Err(Error::internal("regularizers_table: inputs or labels not checked against the model"));
+    }
+    let k = net.num_outputs();
+    let relaxation = method.relaxation().with_seed(opts.seed);
+    let (mut d, mut r) = (Vec::with_capacity(n * k), Vec::with_capacity(n * k));
+    let bs = opts.batch_size.max(1);
+    for start in (0..n).step_by(bs) {
+        let end = (start + bs).min(n);
+        let xb = from_vec(x[start * per..end * per].to_vec(), [end - start, shape[0], shape[1], shape[2]], device);
+        let region = input_region(&xb, opts.eps, opts.clip);
+        let ys = &labels[start..end];
+        let t = regularizers::tightness(net, &region, &xb, &Spec::margins(ys, k, device)?, &relaxation)?;
+        d.extend(spec::insert_label_column(&to_vec(t.d), ys, k));
+        r.extend(spec::insert_label_column(&to_vec(t.r), ys, k));
+        progress(end)?;
+    }
+    for (what, v) in [("reg_d", &d), ("reg_r", &r)] {
+        if let Some(i) = v.iter().position(|b| !b.is_finite()) {
+            return Err(Error::input(format!(
+                "{what} of row {}, output {} is {}: float32 overflowed (the model's weights or the inputs are too large)",
+                i / k.max(1),
+                i % k.max(1),
+                v[i]
+            )));
+        }
+    }
+    Ok((d, r))
 }
 
 /// Lower bounds `[N, R]` of the spec rows by the chosen method.
