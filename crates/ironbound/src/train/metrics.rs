@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,6 +42,11 @@ pub struct EpochMetrics {
     /// Wall-clock seconds of the epoch (training and evaluation), and of training alone.
     pub seconds: f64,
     pub train_seconds: f64,
+    /// Further measurements as flat keys of the same object: the loss-landscape ones of
+    /// `train/landscape.rs` (`landscape_*`, on the epochs `landscape_every` picks). Any key
+    /// of a checkpoint's record that is not a field above lands here, so resuming keeps it.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 /// Writes every record, one JSON object a line, atomically (so the file always matches the

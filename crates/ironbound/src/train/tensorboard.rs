@@ -304,6 +304,7 @@ mod tests {
             eval_split: "test".into(),
             seconds: 1.5,
             train_seconds: 1.0,
+            extra: Default::default(),
         }
     }
 

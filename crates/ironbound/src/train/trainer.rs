@@ -7,7 +7,8 @@ use super::checkpoint::{self, CheckpointMeta};
 use super::config::{Resolved, TrainConfig, TrainMethod};
 use super::metrics::{self, EpochMetrics};
 use super::objective::{Objective, CLIP};
-use super::schedule::{LrSchedule, RampSchedule};
+use super::landscape::Probe;
+use super::schedule::{LrSchedule, RampSchedule, StepValues};
 use super::tensorboard::{self, EventLog};
 use super::optim::{gradients, grad_norm, sum_gradients, Optimizer, OptimizerKind, ParamGrads};
 use crate::bounds::Method;
@@ -82,7 +83,7 @@ impl RunFiles {
 }
 
 /// Keys that may differ between a checkpoint and the rerun that resumes it.
-const RESUMABLE_CHANGES: [&str; 6] = ["epochs", "data_dir", "eval_batch_size", "note", "threads", "tensorboard"];
+const RESUMABLE_CHANGES: [&str; 8] = ["epochs", "data_dir", "eval_batch_size", "note", "threads", "tensorboard", "landscape_every", "landscape_batches"];
 
 fn check_same_run(files: &RunFiles, saved: &serde_json::Value, now: &TrainConfig) -> Result<()> {
     let now = serde_json::to_value(now).map_err(Error::internal)?;
@@ -220,6 +221,8 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
         seed: c.seed,
     };
 
+    let probe = Probe::new(c.landscape_every, c.landscape_batches, bs, &data.train, k, c.seed, threads, &device);
+
     let last = match opts.max_epochs_this_run {
         Some(m) => (start_epoch + m).min(r.epochs),
         None => r.epochs,
@@ -290,6 +293,13 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
             }
         }
         let train_seconds = t0.elapsed().as_secs_f64();
+        let extra = match &probe {
+            Some(p) if p.due(epoch + 1) => {
+                let v = StepValues { eps: if values.warmup { 0.0 } else { values.eps }, ..values };
+                p.measure(&net, &objective, &v, opt.lr, epoch)?.keys()
+            }
+            _ => Default::default(),
+        };
 
         progress.eval_start(eval_labels.len());
         let (report, _) = certify(&net, &data.eval.images, &eval_labels, &cert_cfg, &device, &mut |done| progress.eval_step(done))?;
@@ -315,6 +325,7 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
             eval_split: format!("{:?}", data.eval_split).to_lowercase(),
             seconds: t0.elapsed().as_secs_f64(),
             train_seconds,
+            extra,
         };
         history.push(record);
         let meta = CheckpointMeta {
