@@ -258,6 +258,9 @@ impl CurvePath {
 /// Everything `analyze connectivity` writes.
 #[derive(Clone, Debug, Serialize)]
 pub struct Connectivity {
+    /// The names of the models at t = 0 and t = 1.
+    pub model_a: String,
+    pub model_b: String,
     pub method: String,
     pub eps: f64,
     pub beta: f64,
