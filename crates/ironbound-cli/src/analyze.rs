@@ -64,6 +64,10 @@ struct ConnectivityArgs {
     /// The model at t = 1 (the same architecture as A).
     #[arg(long)]
     model_b: PathBuf,
+    /// Names of A and B for the files and figures, comma-separated (default: the file names
+    /// without extension).
+    #[arg(long)]
+    names: Option<String>,
     #[arg(long)]
     dataset: String,
     /// Radius of the robust loss and the certified accuracies.
@@ -297,6 +301,12 @@ fn run_connectivity(a: ConnectivityArgs) -> Result<()> {
     use ironbound::analyze::connectivity::{self as mc, CurveConfig, CurvePath};
     use ironbound::train::TrainMethod;
     let method: TrainMethod = a.method.parse().map_err(|e: Error| Error::input(format!("--method: {e}")))?;
+    let stem = |p: &std::path::Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let (name_a, name_b) = match a.names.as_deref().map(|l| l.split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>()) {
+        Some(v) if v.len() == 2 => (v[0].clone(), v[1].clone()),
+        Some(v) => return Err(Error::input(format!("--names has {} names; give two, for A and B", v.len()))),
+        None => (stem(&a.model_a), stem(&a.model_b)),
+    };
     ironbound::verify::certify::check_eps(a.eps)?;
     let ts = mc::points(a.points)?;
     if !(0.0..=1.0).contains(&a.beta) {
@@ -361,6 +371,8 @@ fn run_connectivity(a: ConnectivityArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     let result = mc::Connectivity {
+        model_a: name_a,
+        model_b: name_b,
         method: method.name().to_string(),
         eps: a.eps,
         beta: a.beta,
@@ -375,10 +387,9 @@ fn run_connectivity(a: ConnectivityArgs) -> Result<()> {
         paths: vec![CurvePath::new("bezier", curve), CurvePath::new("line", straight)],
         seconds: start.elapsed().as_secs_f64(),
     };
-    let stem = |p: &std::path::Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     std::fs::create_dir_all(&a.out).map_err(|e| Error::file(&a.out, format!("cannot create the output directory: {e}")))?;
     ironbound::io::save_model(&control, &a.out.join("control.safetensors"))?;
-    result.write(&a.out, &format!("A = {}, B = {}, {} (n = {})", stem(&a.model_a), stem(&a.model_b), a.dataset, labels.len()))?;
+    result.write(&a.out, &format!("A = {}, B = {}, {} (n = {})", result.model_a, result.model_b, a.dataset, labels.len()))?;
     eprintln!(
         "loss barrier: bezier {:.4}, line {:.4}; files in {}",
         result.paths[0].loss_barrier,

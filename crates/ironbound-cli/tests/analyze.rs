@@ -271,7 +271,7 @@ fn landscape_keys_of_a_short_run_and_a_connectivity_curve_whose_ends_are_certify
 
     let (a, b) = (model(), run_dir.join("model.safetensors"));
     let conn = d.join("conn");
-    let out = run(&["analyze", "connectivity", "--model-a", a.to_str().unwrap(), "--model-b", b.to_str().unwrap(), "--dataset", "fashion-mnist", "--eps", "0.02", "--method", "ibp", "--epochs", "1", "--train-n", "200", "--batch-size", "50", "--points", "3", "--n", "30", "--out", conn.to_str().unwrap()]);
+    let out = run(&["analyze", "connectivity", "--model-a", a.to_str().unwrap(), "--model-b", b.to_str().unwrap(), "--names", "pgd,ibp", "--dataset", "fashion-mnist", "--eps", "0.02", "--method", "ibp", "--epochs", "1", "--train-n", "200", "--batch-size", "50", "--points", "3", "--n", "30", "--out", conn.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rows = connectivity_rows(&std::fs::read_to_string(conn.join("connectivity.csv")).unwrap());
     assert_eq!(rows.len(), 6);
@@ -295,6 +295,7 @@ fn landscape_keys_of_a_short_run_and_a_connectivity_curve_whose_ends_are_certify
         }
     }
     let summary = json(&conn.join("connectivity.json"));
+    assert_eq!((summary["model_a"].as_str(), summary["model_b"].as_str()), (Some("pgd"), Some("ibp")));
     assert_eq!(summary["paths"].as_array().unwrap().len(), 2);
     assert_eq!(summary["train_loss"].as_array().unwrap().len(), 1);
     let barrier = summary["paths"][0]["loss_barrier"].as_f64().unwrap();
@@ -324,6 +325,7 @@ fn bad_connectivity_and_landscape_input_is_one_line_and_writes_nothing() {
         (base(a, "fashion-mnist", "0.1", "simplex", "5"), "unknown method 'simplex'"),
         (base(a, "cifar10", "0.1", "ibp", "5"), "does not match"),
         (base(&d.join("missing.onnx").display().to_string(), "fashion-mnist", "0.1", "ibp", "5"), "missing.onnx"),
+        ([base(a, "fashion-mnist", "0.1", "ibp", "5"), vec!["--names".into(), "only-one".into()]].concat(), "--names has 1 names"),
     ];
     for (args, needle) in cases {
         let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>());

@@ -111,7 +111,10 @@ fn combine(base: &Network, nets: &[(&Network, f64)]) -> Network {
         }
         let mut acc: Option<Param> = None;
         for (list, w) in &lists {
-            let term = list[idx].clone().map(|t| t * *w, |t| t * *w, |t| t * *w);
+            // Networks of another architecture (refused by `check_same_architecture`) leave
+            // the base's value.
+            let Some(term) = list.get(idx).cloned() else { return p };
+            let term = term.map(|t| t * *w, |t| t * *w, |t| t * *w);
             acc = Some(match (acc, term) {
                 (None, t) => t,
                 (Some(Param::D1(a)), Param::D1(t)) => Param::D1(a + t),
@@ -258,6 +261,9 @@ impl CurvePath {
 /// Everything `analyze connectivity` writes.
 #[derive(Clone, Debug, Serialize)]
 pub struct Connectivity {
+    /// The names of the models at t = 0 and t = 1.
+    pub model_a: String,
+    pub model_b: String,
     pub method: String,
     pub eps: f64,
     pub beta: f64,
