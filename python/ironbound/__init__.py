@@ -22,6 +22,7 @@ See docs/python.md for the whole API.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
@@ -30,7 +31,7 @@ import numpy as np
 from . import _ironbound
 from ._ironbound import __version__
 
-__all__ = ["Model", "load", "certify", "verify", "train", "dataset", "__version__"]
+__all__ = ["Model", "load", "certify", "merge", "verify", "train", "dataset", "__version__"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -75,6 +76,26 @@ def _clip(clip: Optional[Sequence[float]]) -> Optional[Tuple[float, float]]:
     return values[0], values[1]
 
 
+def _seed(seed: Any) -> int:
+    """``seed=``: the CLI's ``--seed`` (an integer in [0, 2**64))."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed: expected an integer, got {type(seed).__name__}")
+    value = int(seed)
+    if not 0 <= value < 2**64:
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {value}")
+    return value
+
+
+def _shard(shard: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:
+    """``shard=(I, N)``: the CLI's ``--shard I/N``."""
+    if shard is None:
+        return None
+    values = tuple(shard)
+    if len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in values):
+        raise TypeError(f"shard: expected a pair of integers (I, N), got {shard!r}")
+    return int(values[0]), int(values[1])
+
+
 def _methods(methods: Union[str, Sequence[str]]) -> str:
     if isinstance(methods, str):
         return methods
@@ -116,6 +137,8 @@ class Model:
         clip: Optional[Sequence[float]] = None,
         timeout: Optional[float] = None,
         batch_size: int = 256,
+        seed: int = 0,
+        sound: bool = False,
     ) -> Dict[str, np.ndarray]:
         """Bounds on the outputs over the l-infinity ball of radius ``eps`` around each row of
         ``x``, intersected with ``clip=(MIN, MAX)`` when given: what ``ironbound bounds``
@@ -125,12 +148,16 @@ class Model:
         ``labels`` (int ``[N]``) ``margin_lower``, a lower bound on ``f_y - f_j`` with the
         specification folded into the last layer (column ``y`` is 0). ``method`` is any
         relaxation of ``ironbound bounds --method`` (ibp, crown, deepz, alpha-crown,
-        lp-triangle, milp, ...); ``timeout`` is the per-sample budget of ``milp`` in seconds.
+        lp-triangle, milp, one-step, random-slope, ...); ``timeout`` is the per-sample budget of
+        ``milp`` in seconds. ``seed`` (the CLI's ``--seed``) seeds the random slopes of
+        ``one-step`` and ``random-slope``: row i's come from (seed, i), whatever the batch size;
+        ``one-step`` needs ``labels``. ``sound=True`` is ``--sound``: float-sound bounds, valid
+        for the real-valued network over the region with the exact decimal ``eps`` and ``clip``.
         Equal, bit for bit, to the CLI's ``.npz`` for the same arguments (and the same
         ``batch_size``, the CLI's ``--batch-size``).
         """
         y = None if labels is None else _labels(labels, "labels")
-        return self._net.bounds(_inputs(x), float(eps), method, y, _clip(clip), timeout, int(batch_size))
+        return self._net.bounds(_inputs(x), float(eps), method, y, _clip(clip), timeout, int(batch_size), _seed(seed), bool(sound))
 
     def forward(self, x: Any, batch_size: int = 256) -> np.ndarray:
         """The model's outputs (logits), float32 ``[N, K]``, for the rows of ``x``."""
@@ -161,6 +188,9 @@ def certify(
     batch_size: int = 100,
     pgd_restarts: int = 1,
     cascade: Optional[Union[str, Sequence[str]]] = None,
+    shard: Optional[Tuple[int, int]] = None,
+    seed: int = 0,
+    fast: bool = False,
 ) -> Dict[str, Any]:
     """Clean, certified and PGD accuracy of ``model`` on the samples ``(x, y)``.
 
@@ -172,14 +202,58 @@ def certify(
     comma-separated string) of ``--method`` names (relaxations, lp-triangle, lp-parallelogram,
     milp, colt, ...); ``cascade`` adds one more method that tries the listed ones in order per
     sample. ``clip=None`` is the CLI's ``--no-clip``; ``timeout`` is the per-sample budget of
-    solver-based methods in seconds.
+    solver-based methods in seconds; ``seed`` (``--seed``) seeds the random slopes of
+    ``one-step`` and ``random-slope`` (sample i's come from (seed, i)). Certificates are
+    float-sound unless ``fast=True`` (the CLI's ``--fast``); the report's ``sound`` says which.
+
+    ``shard=(I, N)`` is the CLI's ``--shard I/N``: pass all the samples, and only the I-th of N
+    contiguous, nearly equal slices of them is evaluated (1 <= I <= N; the first ``len(y) % N``
+    slices get one sample more). The report then has a ``shard`` object, and :func:`merge`
+    turns the N reports into the unsharded one.
     """
     if not isinstance(model, Model):
         raise TypeError(f"model: expected an ironbound.Model (from ironbound.load), got {type(model).__name__}")
     cascade_list = None if cascade is None else _methods(cascade)
     return _ironbound.certify(
-        model._net, _inputs(x), _labels(y, "y"), float(eps), _methods(methods), pgd, _clip(clip), timeout, int(batch_size), int(pgd_restarts), cascade_list
+        model._net,
+        _inputs(x),
+        _labels(y, "y"),
+        float(eps),
+        _methods(methods),
+        pgd,
+        _clip(clip),
+        timeout,
+        int(batch_size),
+        int(pgd_restarts),
+        cascade_list,
+        _shard(shard),
+        _seed(seed),
+        bool(fast),
     )
+
+
+def merge(reports: Sequence[Union[Mapping[str, Any], PathLike]], out: Optional[PathLike] = None) -> Any:
+    """Merges shard outputs into what one unsharded run writes, as ``ironbound merge`` does
+    (the same library function).
+
+    ``reports`` are the N reports of ``certify(..., shard=(I, N))`` or ``ironbound certify
+    --shard I/N``, in any order: dicts, or paths of their report.json files (paths of
+    ``verify --instances --shard`` results.csv files work too). Returns the merged report dict
+    (every accuracy recomputed from the shards' counts, ``seconds`` summed), or for results.csv
+    shards the merged text. With ``out`` it is also written there, atomically, as ``ironbound
+    merge --out`` writes it. Missing, overlapping or mismatched shards raise ``ValueError``.
+    """
+    if isinstance(reports, (str, bytes, os.PathLike, Mapping)):
+        raise TypeError("reports: expected a list of shard reports (dicts or paths)")
+    files = []
+    for i, r in enumerate(reports):
+        if isinstance(r, Mapping):
+            files.append((f"reports[{i}]", json.dumps(r, allow_nan=False)))
+        elif isinstance(r, (str, os.PathLike)):
+            files.append((os.fspath(r), None))  # read by the library, as the CLI reads it
+        else:
+            raise TypeError(f"reports[{i}]: expected a report dict or a path, got {type(r).__name__}")
+    return _ironbound.merge(files, None if out is None else os.fspath(out))
 
 
 def verify(model: Union[Model, PathLike], property: PathLike, timeout: float = 300.0, seed: int = 0) -> Dict[str, Any]:

@@ -27,7 +27,11 @@ class Model:
         clip: Optional[Sequence[float]] = None,
         timeout: Optional[float] = None,
         batch_size: int = 256,
-    ) -> Dict[str, npt.NDArray[np.float32]]: ...
+        seed: int = 0,
+        sound: bool = False,
+    ) -> Dict[str, npt.NDArray[np.float32]]:
+        """Output (and, with labels, margin) bounds over the l-inf ball, as `ironbound bounds`;
+        `seed` is `--seed` of the random slopes (one-step, random-slope), `sound` is `--sound`."""
     def forward(self, x: ArrayLike, batch_size: int = 256) -> npt.NDArray[np.float32]: ...
 
 def load(path: PathLike, normalize: Optional[Tuple[Sequence[float], Sequence[float]]] = None) -> Model: ...
@@ -43,7 +47,18 @@ def certify(
     batch_size: int = 100,
     pgd_restarts: int = 1,
     cascade: Optional[Union[str, Sequence[str]]] = None,
-) -> Dict[str, Any]: ...
+    shard: Optional[Tuple[int, int]] = None,
+    seed: int = 0,
+    fast: bool = False,
+) -> Dict[str, Any]:
+    """The report of `ironbound certify` for the samples (x, y); float-sound unless `fast`
+    (`--fast`). `shard=(I, N)` is `--shard I/N`:
+    only the I-th of N contiguous, nearly equal slices of the samples is evaluated and the report
+    gets a `shard` object for `merge`. `seed` is `--seed` of the random slopes."""
+
+def merge(reports: Sequence[Union[Mapping[str, Any], PathLike]], out: Optional[PathLike] = None) -> Any:
+    """`ironbound merge`: the N shard reports (dicts or report.json paths, any order) into the
+    unsharded report dict (verify results.csv shards: the merged text); `out` also writes it."""
 
 def verify(model: Union[Model, PathLike], property: PathLike, timeout: float = 300.0, seed: int = 0) -> Dict[str, Any]: ...
 def train(

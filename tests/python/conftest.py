@@ -55,8 +55,9 @@ class Cli:
         assert len(lines) == 1, out.stderr
         return lines[0][len("ironbound: ") :]
 
-    def bounds(self, model: Path, x: np.ndarray, eps: float, method: str, tmp: Path, labels=None, clip=None) -> Dict[str, np.ndarray]:
-        """`ironbound bounds` on x (saved as .npy), read back from its .npz."""
+    def bounds(self, model: Path, x: np.ndarray, eps: float, method: str, tmp: Path, labels=None, clip=None, extra=()) -> Dict[str, np.ndarray]:
+        """`ironbound bounds` on x (saved as .npy), read back from its .npz; `extra` are more
+        flags (`--seed 7`)."""
         xp, out = tmp / f"x-{method}.npy", tmp / f"b-{method}.npz"
         np.save(xp, x)
         args: List[object] = ["bounds", "--model", model, "--input", xp, "--eps", repr(eps), "--method", method, "--out", out]
@@ -66,7 +67,7 @@ class Cli:
             args += ["--labels", yp]
         if clip is not None:
             args += ["--clip", repr(clip[0]), repr(clip[1])]
-        self.run(*args)
+        self.run(*args, *extra)
         with np.load(out) as z:
             return {k: z[k] for k in z.files}
 

@@ -117,3 +117,42 @@ def test_model_attributes(models):
     assert m.num_outputs == 10
     assert m.path == str(models["conv-small.onnx"])
     assert "conv-small.onnx" in repr(m)
+
+
+def test_sound_bounds_equal_cli_sound(cli, models, tmp_path):
+    # sound=True is --sound: the same bits, and an enclosure of the plain float32 bounds.
+    x = inputs(6, seed=5)
+    y = np.arange(6, dtype=np.int64) % 10
+    m = ironbound.load(models["conv-small.onnx"])
+    py = m.bounds(x, 0.02, method="crown", labels=y, clip=(0.0, 1.0), sound=True)
+    assert_same(py, cli.bounds(models["conv-small.onnx"], x, 0.02, "crown", tmp_path, labels=y, clip=(0.0, 1.0), extra=["--sound"]))
+    plain = m.bounds(x, 0.02, method="crown", labels=y, clip=(0.0, 1.0))
+    assert np.all(py["lower"] <= plain["lower"]) and np.all(py["upper"] >= plain["upper"])
+    assert np.any(py["lower"] < plain["lower"])
+
+
+@pytest.mark.parametrize("method", ["random-slope", "one-step"])
+def test_random_slopes_with_a_seed_equal_cli(cli, models, tmp_path, method):
+    # LAND's slopes: drawn per (seed, row), so Python and `ironbound bounds --seed 7` agree to
+    # the bit, and another seed gives other bounds.
+    x = inputs(9, seed=3)
+    y = np.arange(9, dtype=np.int64) % 10
+    for name in ["fc-small.onnx", "conv-small.safetensors"]:
+        m = ironbound.load(models[name])
+        py = m.bounds(x, 0.02, method=method, labels=y, clip=(0.0, 1.0), seed=7)
+        assert_same(py, cli.bounds(models[name], x, 0.02, method, tmp_path, labels=y, clip=(0.0, 1.0), extra=["--seed", "7"]))
+        assert_same(m.bounds(x, 0.02, method=method, labels=y, clip=(0.0, 1.0)), cli.bounds(models[name], x, 0.02, method, tmp_path, labels=y, clip=(0.0, 1.0)))
+        other = m.bounds(x, 0.02, method=method, labels=y, clip=(0.0, 1.0), seed=8)
+        assert not np.array_equal(py["margin_lower"], other["margin_lower"]), name
+
+
+def test_seed_and_labels_errors(cli, models, tmp_path):
+    m = ironbound.load(models["fc-small.onnx"])
+    with pytest.raises(ValueError, match=r"^method one-step needs labels: its slopes descend the robust loss"):
+        m.bounds(inputs(2), 0.1, method="one-step")
+    with pytest.raises(ValueError, match=r"^seed must be an integer in \[0, 2\*\*64\), got -1$"):
+        m.bounds(inputs(2), 0.1, method="random-slope", seed=-1)
+    with pytest.raises(TypeError, match=r"^seed: expected an integer, got float$"):
+        m.bounds(inputs(2), 0.1, method="random-slope", seed=1.5)
+    np.save(tmp_path / "x.npy", inputs(2))
+    assert cli.error("bounds", "--model", models["fc-small.onnx"], "--input", tmp_path / "x.npy", "--eps", "0.1", "--method", "one-step", "--out", tmp_path / "b.npz").startswith("--method one-step needs --labels")

@@ -33,6 +33,84 @@ enum Analysis {
     /// Distributions of tightness and robust loss over the samples for several models and
     /// relaxations, as violins (loss-landscape Figure 4).
     Violin(ViolinArgs),
+    /// Mode connectivity: trains a quadratic Bezier curve between two models of the same
+    /// architecture and measures loss, clean and certified accuracy along it and along the
+    /// straight line (loss-landscape Appendix I).
+    Connectivity(ConnectivityArgs),
+    /// The loss-landscape measurements of training runs (`landscape_every`) side by side:
+    /// loss variation, gradient cosine and difference, unstable ReLUs (loss-landscape
+    /// Figures 1, 2 and 10).
+    Landscape(LandscapeArgs),
+}
+
+#[derive(Parser)]
+struct LandscapeArgs {
+    /// Comma-separated training run directories (each with a metrics.jsonl).
+    #[arg(long)]
+    runs: String,
+    /// Comma-separated run names (default: the directory names).
+    #[arg(long)]
+    names: Option<String>,
+    /// Output directory: landscape.csv, summary.json, landscape_{variation,loss,cosine,grad_diff,unstable,curves}.png/.svg.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Parser)]
+struct ConnectivityArgs {
+    /// The model at t = 0.
+    #[arg(long)]
+    model_a: PathBuf,
+    /// The model at t = 1 (the same architecture as A).
+    #[arg(long)]
+    model_b: PathBuf,
+    #[arg(long)]
+    dataset: String,
+    /// Radius of the robust loss and the certified accuracies.
+    #[arg(long, allow_negative_numbers = true)]
+    eps: f64,
+    /// The loss the curve is trained on and measured with: a training method of `ironbound
+    /// train` (ibp, crown-ibp, ..., natural, pgd), kappa 0.
+    #[arg(long)]
+    method: String,
+    /// CROWN-IBP / CAP-IBP mixing weight: (1 - beta) IBP + beta relaxation.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    beta: f64,
+    /// Epochs of training for the control point (0: it stays at the midpoint).
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// Train on the first N samples of the training split (all when omitted).
+    #[arg(long)]
+    train_n: Option<usize>,
+    /// Evenly spaced t in [0, 1] where both paths are measured (both ends included).
+    #[arg(long, default_value_t = 11)]
+    points: usize,
+    /// Measure on the first N samples of the evaluation split (all when omitted).
+    #[arg(long)]
+    n: Option<usize>,
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Comma-separated methods of the certified accuracies, as for `ironbound certify`
+    /// (default: the method's relaxation, IBP for natural and pgd).
+    #[arg(long)]
+    certify_method: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Shards of each batch on parallel threads (0: one per core, at most 8).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 500)]
+    eval_batch_size: usize,
+    /// Output directory: connectivity.csv, connectivity.json, connectivity_loss.png/.svg,
+    /// connectivity_accuracy.png/.svg, control.safetensors (the trained C).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Parser)]
@@ -178,7 +256,136 @@ pub fn run(a: Args) -> Result<()> {
         Analysis::Scan(s) => run_scan(s),
         Analysis::Cross(c) => run_cross(c),
         Analysis::Violin(v) => run_violin(v),
+        Analysis::Connectivity(c) => run_connectivity(c),
+        Analysis::Landscape(l) => run_landscape(l),
     }
+}
+
+fn run_landscape(a: LandscapeArgs) -> Result<()> {
+    use ironbound::analyze::landscape::{self, Run};
+    let dirs: Vec<PathBuf> = a.runs.split(',').map(str::trim).filter(|p| !p.is_empty()).map(PathBuf::from).collect();
+    if dirs.is_empty() {
+        return Err(Error::input("--runs: give at least one run directory"));
+    }
+    let names: Vec<String> = match &a.names {
+        Some(list) => list.split(',').map(|s| s.trim().to_string()).collect(),
+        None => dirs.iter().map(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()).collect(),
+    };
+    if names.len() != dirs.len() {
+        return Err(Error::input(format!("--names has {} names for {} runs", names.len(), dirs.len())));
+    }
+    common::check_output_dir(&a.out)?;
+    ironbound::analyze::plot::ensure_font()?;
+    let runs = dirs.iter().zip(&names).map(|(d, n)| Run::load(d, n)).collect::<Result<Vec<_>>>()?;
+    landscape::write(&a.out, &runs)?;
+    for s in runs.iter().map(Run::summary) {
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
+        eprintln!(
+            "{}: {} ramp-up epochs: loss variation {}, gradient cosine {}, unstable ReLUs {}, corr(unstable, cosine) {}",
+            s.name,
+            s.rampup_epochs,
+            f(s.loss_variation),
+            f(s.grad_cosine),
+            f(s.unstable_ratio),
+            f(s.corr_unstable_cosine)
+        );
+    }
+    Ok(())
+}
+
+fn run_connectivity(a: ConnectivityArgs) -> Result<()> {
+    use ironbound::analyze::connectivity::{self as mc, CurveConfig, CurvePath};
+    use ironbound::train::TrainMethod;
+    let method: TrainMethod = a.method.parse().map_err(|e: Error| Error::input(format!("--method: {e}")))?;
+    ironbound::verify::certify::check_eps(a.eps)?;
+    let ts = mc::points(a.points)?;
+    if !(0.0..=1.0).contains(&a.beta) {
+        return Err(Error::input(format!("--beta must lie in [0, 1], got {}", a.beta)));
+    }
+    if !(a.lr.is_finite() && a.lr > 0.0) {
+        return Err(Error::input(format!("--lr must be > 0, got {}", a.lr)));
+    }
+    for (flag, v) in [("--batch-size", Some(a.batch_size)), ("--eval-batch-size", Some(a.eval_batch_size)), ("--train-n", a.train_n), ("--n", a.n)] {
+        if v == Some(0) {
+            return Err(Error::input(format!("{flag} must be at least 1")));
+        }
+    }
+    let certify = match &a.certify_method {
+        Some(list) => parse_cert_methods(list)?,
+        None => vec![ironbound::verify::CertMethod::Bound(match method {
+            TrainMethod::Bound(m) => m,
+            TrainMethod::Natural | TrainMethod::Pgd => ironbound::bounds::Method::Ibp,
+        })],
+    };
+    if certify.is_empty() {
+        return Err(Error::input("--certify-method: the method list is empty; give at least one method"));
+    }
+    common::check_output_dir(&a.out)?;
+    ironbound::analyze::plot::ensure_font()?;
+    let device = default_device();
+    let name: ironbound::data::DatasetName = a.dataset.parse()?;
+    let no_norm = common::NormalizeArg::default();
+    let model_a = common::load_for(&a.model_a, &no_norm, name, &device)?;
+    let model_b = common::load_for(&a.model_b, &no_norm, name, &device)?;
+    mc::check_same_architecture(&model_a, &model_b)?;
+    let train = common::load_dataset(name, "train", a.data_dir.as_deref(), a.train_n)?;
+    let test = common::load_dataset(name, &a.split, a.data_dir.as_deref(), a.n)?;
+    let labels: Vec<usize> = test.labels.iter().map(|&l| l as usize).collect();
+    let threads = match a.threads {
+        0 => std::thread::available_parallelism().map_or(1, |p| p.get()).min(8),
+        t => t,
+    };
+    let cfg = CurveConfig { method, eps: a.eps, beta: a.beta, epochs: a.epochs, lr: a.lr, batch_size: a.batch_size, seed: a.seed, threads, points: a.points, certify, eval_batch_size: a.eval_batch_size };
+    let start = std::time::Instant::now();
+    let bar = common::progress(a.epochs * train.len().div_ceil(a.batch_size.min(train.len().max(1))), "train curve");
+    let (control, train_loss) = mc::train_control(&model_a, &model_b, &train, &cfg, &device, &mut |done, total, loss| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(format!("train curve loss {loss:.4}"));
+    })?;
+    bar.finish_and_clear();
+    // The line's ends are A and B, the curve's too: measured once, shared by both paths.
+    let bar = common::progress(2 * ts.len() - 2, "measure paths");
+    let (mut curve, mut straight) = (Vec::new(), Vec::new());
+    for (i, &t) in ts.iter().enumerate() {
+        let on_curve = mc::evaluate(&mc::bezier(&model_a, &control, &model_b, t), &test.images, &labels, t, &cfg, &device)?;
+        bar.inc(1);
+        let on_line = if i == 0 || i + 1 == ts.len() {
+            on_curve.clone()
+        } else {
+            bar.inc(1);
+            mc::evaluate(&mc::line(&model_a, &model_b, t), &test.images, &labels, t, &cfg, &device)?
+        };
+        curve.push(on_curve);
+        straight.push(on_line);
+    }
+    bar.finish_and_clear();
+    let result = mc::Connectivity {
+        method: method.name().to_string(),
+        eps: a.eps,
+        beta: a.beta,
+        epochs: a.epochs,
+        lr: a.lr,
+        batch_size: a.batch_size,
+        train_n: train.len(),
+        seed: a.seed,
+        n: labels.len(),
+        certify_methods: cfg.certify.iter().map(|m| m.name()).collect(),
+        train_loss,
+        paths: vec![CurvePath::new("bezier", curve), CurvePath::new("line", straight)],
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    let stem = |p: &std::path::Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    std::fs::create_dir_all(&a.out).map_err(|e| Error::file(&a.out, format!("cannot create the output directory: {e}")))?;
+    ironbound::io::save_model(&control, &a.out.join("control.safetensors"))?;
+    result.write(&a.out, &format!("A = {}, B = {}, {} (n = {})", stem(&a.model_a), stem(&a.model_b), a.dataset, labels.len()))?;
+    eprintln!(
+        "loss barrier: bezier {:.4}, line {:.4}; files in {}",
+        result.paths[0].loss_barrier,
+        result.paths[1].loss_barrier,
+        a.out.display()
+    );
+    Ok(())
 }
 
 /// Model files and their names from `--models` / `--names`.
@@ -244,7 +451,7 @@ fn run_cross(a: CrossArgs) -> Result<()> {
     let nets = paths.iter().map(|p| common::load_for(p, &a.normalize, name, &device)).collect::<Result<Vec<_>>>()?;
     let ds = common::load_dataset(name, &a.split, a.data_dir.as_deref(), a.n)?;
     let labels: Vec<usize> = ds.labels.iter().map(|&l| l as usize).collect();
-    let cfg = ironbound::verify::CertifyConfig { eps: a.eps, methods: methods.clone(), batch_size: a.batch_size, pgd: None, clip: Some((0.0, 1.0)), timeout, seed: 0 };
+    let cfg = ironbound::verify::CertifyConfig { eps: a.eps, methods: methods.clone(), batch_size: a.batch_size, pgd: None, clip: Some((0.0, 1.0)), timeout, seed: 0, sound: true };
     let bar = common::progress(labels.len() * nets.len(), "cross-certify");
     let mut rows = Vec::new();
     for (i, (net, model)) in nets.iter().zip(&names).enumerate() {

@@ -44,6 +44,10 @@ pub struct Args {
     /// Seed of the random slopes of one-step and random-slope (row i's come from (S, i)).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Float-sound bounds: they hold for the real-valued network the float32 weights define,
+    /// over the region with the exact decimal --eps and --clip (outward rounding throughout).
+    #[arg(long)]
+    sound: bool,
     #[command(flatten)]
     normalize: common::NormalizeArg,
     /// Output .npz with lower, upper [N, K] (and margin_lower, reg_d, reg_r).
@@ -81,7 +85,7 @@ pub fn run(a: Args) -> Result<()> {
         None => None,
         Some(p) => Some(bounds_table::check_labels(&npy::read_labels(p)?.data, n, net.num_outputs()).map_err(|e| Error::file(p, e))?),
     };
-    let opts = BoundsOptions { eps, method, clip, timeout, batch_size: a.batch_size, seed: a.seed };
+    let opts = BoundsOptions { eps, method, clip, timeout, batch_size: a.batch_size, seed: a.seed, sound: a.sound };
     let bar = common::progress(n, "bounds");
     let table = bounds_table::bounds_table(&net, &x.data, labels.as_deref(), &opts, &device, &mut |done| {
         bar.set_position(done as u64);

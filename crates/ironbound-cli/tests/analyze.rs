@@ -1,4 +1,4 @@
-//! `ironbound analyze tightness` as a user runs it: the curve points are what `certify` reports
+//! `ironbound analyze` as a user runs it: the tightness curve points are what `certify` reports
 //! at the same radii, CR-AUC is their normalised trapezoid, the figures are real PNG/SVG files,
 //! and bad input is one line with exit code 2 and no output.
 
@@ -229,4 +229,115 @@ fn violins_summarise_per_sample_tightness_and_loss() {
     let s = json(&out_dir.join("summary.json"));
     assert_eq!(s["groups"].as_array().unwrap().len(), 2);
     assert!(out_dir.join("violin_tightness.png").exists() && out_dir.join("violin_loss.svg").exists());
+}
+
+/// The rows of connectivity.csv as (path, t) -> the other columns by header name.
+fn connectivity_rows(csv: &str) -> Vec<(String, f64, std::collections::BTreeMap<String, f64>)> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let cols = header.iter().zip(&f).skip(2).map(|(h, v)| (h.to_string(), v.parse().unwrap())).collect();
+            (f[0].to_string(), f[1].parse().unwrap(), cols)
+        })
+        .collect()
+}
+
+#[test]
+fn landscape_keys_of_a_short_run_and_a_connectivity_curve_whose_ends_are_certify() {
+    let d = workdir("connectivity");
+    // Model B: one epoch of IBP training on 300 images, measuring the landscape.
+    let run_dir = d.join("b");
+    let out = run(&["train", "--dataset", "fashion-mnist", "--arch", "fc-small", "--method", "ibp", "--eps", "0.02", "--epochs", "2", "--out", run_dir.to_str().unwrap(), "--set", "train_n=300", "--set", "eval_n=20", "--set", "warmup_epochs=0", "--set", "landscape_every=1", "--set", "landscape_batches=2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    for line in metrics.lines() {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        for key in ["landscape_loss_variation", "landscape_grad_cosine", "landscape_grad_diff", "landscape_unstable_ratio", "landscape_unstable_ratio_layer1", "landscape_unstable_ratio_layer2"] {
+            assert!(m[key].is_number(), "{key} in {line}");
+        }
+        let cos = m["landscape_grad_cosine"].as_f64().unwrap();
+        assert!((-1.0..=1.0).contains(&cos));
+        assert_eq!(m["landscape_samples"].as_u64(), Some(200));
+    }
+    let figs = d.join("land");
+    let out = run(&["analyze", "landscape", "--runs", run_dir.to_str().unwrap(), "--names", "ibp", "--out", figs.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(figs.join("landscape.csv")).unwrap().lines().count(), 3);
+    for f in ["summary.json", "landscape_variation.png", "landscape_cosine.svg", "landscape_unstable.png", "landscape_curves.svg"] {
+        assert!(figs.join(f).exists(), "{f}");
+    }
+
+    let (a, b) = (model(), run_dir.join("model.safetensors"));
+    let conn = d.join("conn");
+    let out = run(&["analyze", "connectivity", "--model-a", a.to_str().unwrap(), "--model-b", b.to_str().unwrap(), "--dataset", "fashion-mnist", "--eps", "0.02", "--method", "ibp", "--epochs", "1", "--train-n", "200", "--batch-size", "50", "--points", "3", "--n", "30", "--out", conn.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows = connectivity_rows(&std::fs::read_to_string(conn.join("connectivity.csv")).unwrap());
+    assert_eq!(rows.len(), 6);
+    assert_eq!(rows.iter().map(|r| (r.0.as_str(), r.1)).collect::<Vec<_>>(), [("bezier", 0.0), ("bezier", 0.5), ("bezier", 1.0), ("line", 0.0), ("line", 0.5), ("line", 1.0)]);
+    for (t, model) in [(0.0, &a), (1.0, &b)] {
+        let report = d.join(format!("certify-{t}.json"));
+        let out = run(&["certify", "--model", model.to_str().unwrap(), "--dataset", "fashion-mnist", "--eps", "0.02", "--method", "ibp", "--n", "30", "--out", report.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let r = json(&report);
+        // The robust IBP loss of the same samples, per sample, from `analyze violin`.
+        let v = d.join(format!("violin-{t}"));
+        let out = run(&["analyze", "violin", "--models", model.to_str().unwrap(), "--method", "ibp", "--dataset", "fashion-mnist", "--eps", "0.02", "--n", "30", "--out", v.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let violin = std::fs::read_to_string(v.join("violin.csv")).unwrap();
+        let losses: Vec<f64> = violin.lines().skip(1).map(|l| l.split(',').nth(4).unwrap().parse().unwrap()).collect();
+        let mean_loss = losses.iter().sum::<f64>() / losses.len() as f64;
+        for row in rows.iter().filter(|r| r.1 == t) {
+            assert_eq!(row.2["clean_accuracy"], r["clean_accuracy"].as_f64().unwrap(), "{} at t = {t}", row.0);
+            assert_eq!(row.2["certified_ibp"], r["certified_accuracy"]["ibp"].as_f64().unwrap(), "{} at t = {t}", row.0);
+            assert!((row.2["loss"] - mean_loss).abs() <= 1e-4 * (1.0 + mean_loss), "{} at t = {t}: loss {} vs {mean_loss}", row.0, row.2["loss"]);
+        }
+    }
+    let summary = json(&conn.join("connectivity.json"));
+    assert_eq!(summary["paths"].as_array().unwrap().len(), 2);
+    assert_eq!(summary["train_loss"].as_array().unwrap().len(), 1);
+    let barrier = summary["paths"][0]["loss_barrier"].as_f64().unwrap();
+    let bez: Vec<f64> = rows.iter().filter(|r| r.0 == "bezier").map(|r| r.2["loss"]).collect();
+    assert!((barrier - (bez.iter().cloned().fold(f64::MIN, f64::max) - bez[0].max(bez[2]))).abs() < 1e-12);
+    for f in ["connectivity_loss.png", "connectivity_loss.svg", "connectivity_accuracy.png", "control.safetensors"] {
+        assert!(conn.join(f).exists(), "{f}");
+    }
+}
+
+#[test]
+fn bad_connectivity_and_landscape_input_is_one_line_and_writes_nothing() {
+    let d = workdir("bad-connectivity");
+    let out_dir = d.join("never");
+    let a = model();
+    let normalized = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results/tightness-f-fashion-mnist-fcsmall-standard/model.onnx");
+    let conv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results/paradox-fashion-mnist-conv-ibp/model.onnx");
+    let (a, normalized, conv) = (a.to_str().unwrap(), normalized.to_str().unwrap(), conv.to_str().unwrap());
+    let base = |b: &str, dataset: &str, eps: &str, method: &str, points: &str| -> Vec<String> {
+        ["analyze", "connectivity", "--model-a", a, "--model-b", b, "--dataset", dataset, "--eps", eps, "--method", method, "--points", points, "--epochs", "1", "--train-n", "10", "--n", "5", "--out", out_dir.to_str().unwrap()].map(String::from).to_vec()
+    };
+    let cases = [
+        (base(conv, "fashion-mnist", "0.1", "ibp", "5"), "different architectures"),
+        (base(normalized, "fashion-mnist", "0.1", "ibp", "5"), "different architectures"),
+        (base(a, "fashion-mnist", "0.1", "ibp", "1"), "--points must be at least 2"),
+        (base(a, "fashion-mnist", "-0.1", "ibp", "5"), "eps"),
+        (base(a, "fashion-mnist", "0.1", "simplex", "5"), "unknown method 'simplex'"),
+        (base(a, "cifar10", "0.1", "ibp", "5"), "does not match"),
+        (base(&d.join("missing.onnx").display().to_string(), "fashion-mnist", "0.1", "ibp", "5"), "missing.onnx"),
+    ];
+    for (args, needle) in cases {
+        let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!out_dir.exists(), "{args:?} left {}", out_dir.display());
+    }
+    // A run trained without landscape_every has nothing to show.
+    let plain_run = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results/fcsmall-pgd-eps0.1-lp-milp");
+    let out = run(&["analyze", "landscape", "--runs", plain_run.to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no landscape_* measurements") && err.trim_end().lines().count() == 1, "{err}");
+    assert!(!out_dir.exists());
 }

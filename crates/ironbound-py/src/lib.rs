@@ -91,6 +91,7 @@ fn _ironbound(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<model::Model>()?;
     m.add_function(wrap_pyfunction!(model::load, m)?)?;
     m.add_function(wrap_pyfunction!(run::certify, m)?)?;
+    m.add_function(wrap_pyfunction!(run::merge, m)?)?;
     m.add_function(wrap_pyfunction!(run::verify, m)?)?;
     m.add_function(wrap_pyfunction!(run::dataset, m)?)?;
     m.add_function(wrap_pyfunction!(train::train, m)?)?;

@@ -63,7 +63,7 @@ fn matrix(py: Python<'_>, values: Vec<f32>, n: usize, k: usize) -> PyResult<Boun
 impl Model {
     /// Bounds over the l-infinity ball of radius `eps` around each row of `x` (intersected
     /// with `clip`), exactly what `ironbound bounds` writes for the same arguments.
-    #[pyo3(signature = (x, eps, method = "crown", labels = None, clip = None, timeout = None, batch_size = DEFAULT_BATCH_SIZE))]
+    #[pyo3(signature = (x, eps, method = "crown", labels = None, clip = None, timeout = None, batch_size = DEFAULT_BATCH_SIZE, seed = 0, sound = false))]
     #[allow(clippy::too_many_arguments)] // the CLI's flags, one keyword each
     fn bounds<'py>(
         &self,
@@ -75,10 +75,17 @@ impl Model {
         clip: Option<(f64, f64)>,
         timeout: Option<f64>,
         batch_size: usize,
+        seed: u64,
+        sound: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         // The CLI's order of checks, so that the first problem reported is the same.
         let method: CertMethod = method.parse().map_err(py_err)?;
         bounds_table::check_method(&method).map_err(py_err)?;
+        if let (CertMethod::Bound(m), None) = (&method, &labels) {
+            if m.needs_labels() {
+                return Err(py_err(Error::input(format!("method {m} needs labels: its slopes descend the robust loss of the margins f_y - f_j"))));
+            }
+        }
         let timeout = crate::timeout(timeout, DEFAULT_TIMEOUT)?;
         let eps = check_eps(eps).map_err(py_err)?;
         let clip = crate::clip(clip)?;
@@ -87,7 +94,7 @@ impl Model {
             Some(y) => Some(self::labels(y, n, self.net.num_outputs(), "labels")?),
             None => None,
         };
-        let opts = BoundsOptions { clip, timeout, batch_size, ..BoundsOptions::new(eps, method) };
+        let opts = BoundsOptions { clip, timeout, batch_size, seed, sound, ..BoundsOptions::new(eps, method) };
         let mut stop = Interrupt::default();
         let result = py.detach(|| bounds_table::bounds_table(&self.net, data, ys.as_deref(), &opts, &default_device(), &mut |_| stop.check_signals()));
         let table = stop.finish(result)?;

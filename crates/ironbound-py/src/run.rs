@@ -1,24 +1,28 @@
-//! `ironbound.certify`, `ironbound.verify` and `ironbound.dataset`: the library calls behind
-//! `ironbound certify` and `ironbound verify`, and the dataset loader they use.
+//! `ironbound.certify`, `ironbound.merge`, `ironbound.verify` and `ironbound.dataset`: the
+//! library calls behind `ironbound certify`, `ironbound merge` and `ironbound verify`, and the
+//! dataset loader they use.
 
 use crate::model::{labels, rows, Model};
 use crate::{py_err, to_dict, Interrupt};
 use ironbound::data::{self, DataOptions, DatasetName, Split};
 use ironbound::error::Error;
-use ironbound::io::vnnlib;
+use ironbound::io::{atomic, vnnlib};
 use ironbound::tensor::default_device;
 use ironbound::verify::certify::{certify_shard, check_eps, DEFAULT_TIMEOUT};
 use ironbound::verify::property::{self, VerifyConfig};
-use ironbound::verify::{parse_cert_methods, CertMethod, CertifyConfig, PgdConfig};
+use ironbound::verify::shard::{self, Merged};
+use ironbound::verify::{parse_cert_methods, CertMethod, CertifyConfig, PgdConfig, Shard};
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArrayDyn};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Clean, certified and PGD accuracy of `model` on the rows of `x` with labels `y`: the dict
 /// `ironbound certify` writes as report.json for the same samples.
 #[pyfunction]
-#[pyo3(signature = (model, x, y, eps, methods = "ibp,crown", pgd = None, clip = Some((0.0, 1.0)), timeout = None, batch_size = 100, pgd_restarts = 1, cascade = None))]
+#[pyo3(signature = (model, x, y, eps, methods = "ibp,crown", pgd = None, clip = Some((0.0, 1.0)), timeout = None, batch_size = 100, pgd_restarts = 1, cascade = None, shard = None, seed = 0, fast = false))]
 #[allow(clippy::too_many_arguments)] // the CLI's flags, one keyword each
 pub fn certify<'py>(
     py: Python<'py>,
@@ -33,6 +37,9 @@ pub fn certify<'py>(
     batch_size: usize,
     pgd_restarts: usize,
     cascade: Option<&str>,
+    shard: Option<(i64, i64)>,
+    seed: u64,
+    fast: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     // The CLI's order of checks, so that the first problem reported is the same.
     let mut methods = parse_cert_methods(methods).map_err(py_err)?;
@@ -43,6 +50,7 @@ pub fn certify<'py>(
         return Err(py_err(Error::input("methods needs at least one method")));
     }
     let timeout = crate::timeout(timeout, DEFAULT_TIMEOUT)?;
+    let shard = shard.map(self::shard).transpose()?;
     check_eps(eps).map_err(py_err)?;
     let clip = crate::clip(clip)?;
     let net = &model.net;
@@ -53,12 +61,62 @@ pub fn certify<'py>(
         pgd: pgd.map(|steps| PgdConfig { restarts: pgd_restarts, ..PgdConfig::new(steps) }),
         clip,
         timeout,
+        seed,
+        sound: !fast,
         ..CertifyConfig::new(eps, methods)
     };
     let mut stop = Interrupt::default();
-    let result = py.detach(|| certify_shard(net, data, &labels, None, &cfg, &default_device(), &mut |_| stop.check_signals()));
+    let result = py.detach(|| certify_shard(net, data, &labels, shard, &cfg, &default_device(), &mut |_| stop.check_signals()));
     let (report, _) = stop.finish(result)?;
     to_dict(py, &report)
+}
+
+/// `shard=(I, N)`: the CLI's `--shard I/N` (1 <= I <= N).
+fn shard((index, count): (i64, i64)) -> PyResult<Shard> {
+    let bad = || PyValueError::new_err(format!("shard=({index}, {count}): expected (I, N) with 1 <= I <= N"));
+    let (i, n) = (usize::try_from(index).map_err(|_| bad())?, usize::try_from(count).map_err(|_| bad())?);
+    Shard::new(i, n).map_err(|_| bad())
+}
+
+/// Merges the reports of `certify --shard 1/N ... N/N` (or verify's sharded results.csv)
+/// into what one unsharded run writes, as `ironbound merge` does. `files` are (name, text)
+/// pairs, the name only for error messages; a pair without text is a file that is read here,
+/// as the CLI reads it. A report comes back as a dict, a results.csv as its text; with `out`
+/// it is also written there as `ironbound merge --out` writes it.
+#[pyfunction]
+#[pyo3(signature = (files, out = None))]
+pub fn merge<'py>(py: Python<'py>, files: Vec<(String, Option<String>)>, out: Option<PathBuf>) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(path) = out.as_ref().filter(|p| p.is_dir()) {
+        return Err(py_err(Error::input(format!("{}: is a directory, expected a file path", path.display()))));
+    }
+    let merged = py
+        .detach(|| {
+            let files = files
+                .into_iter()
+                .map(|(name, text)| match text {
+                    Some(t) => Ok((name, t)),
+                    None => std::fs::read_to_string(&name).map(|t| (name.clone(), t)).map_err(|e| Error::file(&name, format!("cannot read: {e}"))),
+                })
+                .collect::<ironbound::Result<Vec<_>>>()?;
+            shard::merge(&files)
+        })
+        .map_err(py_err)?;
+    match merged {
+        Merged::Report(report) => {
+            if let Some(path) = &out {
+                // `ironbound merge --out`'s file: pretty JSON and a newline, written atomically.
+                let text = serde_json::to_string_pretty(&report).map_err(|e| py_err(Error::internal(e)))?;
+                py.detach(|| atomic::write_bytes(path, format!("{text}\n").as_bytes())).map_err(py_err)?;
+            }
+            to_dict(py, &report)
+        }
+        Merged::ResultsCsv(text) => {
+            if let Some(path) = &out {
+                py.detach(|| atomic::write_bytes(path, text.as_bytes())).map_err(py_err)?;
+            }
+            Ok(PyString::new(py, &text).into_any())
+        }
+    }
 }
 
 /// Decides a VNN-LIB property on `model`: the dict `ironbound verify --out` writes.

@@ -10,7 +10,7 @@ use ironbound::tensor::{to_vec, Tensor};
 const TOL: f64 = 1e-4;
 
 fn fixed(intermediate: Engine, final_pass: Engine, lower: ReluLower) -> Relaxation {
-    Relaxation { intermediate, final_pass, intermediate_lower: lower, final_lower: LowerLine::Fixed(lower) }
+    Relaxation { intermediate, final_pass, intermediate_lower: lower, final_lower: LowerLine::Fixed(lower), sound: false }
 }
 
 /// The networks and regions every identity is checked on: (name, net, x, eps).

@@ -224,7 +224,7 @@ fn clipped_input_box_matches_reference() {
 fn non_preset_relaxations_match_reference() {
     let net = mlp(8, &[6, 8, 8, 3]);
     let c = case("custom", &net, 3, 700, 0.12, None);
-    let r = |intermediate, final_pass, lower: ReluLower| Relaxation { intermediate, final_pass, intermediate_lower: lower, final_lower: LowerLine::Fixed(lower) };
+    let r = |intermediate, final_pass, lower: ReluLower| Relaxation { intermediate, final_pass, intermediate_lower: lower, final_lower: LowerLine::Fixed(lower), sound: false };
     use Engine::*;
     // DeepZ computed entirely by zonotopes
     c.check("deepz-zonotope", &r(Zonotope, Zonotope, ReluLower::Parallel), Pass::Zonotope(Rule::Parallel), Pass::Zonotope(Rule::Parallel));
@@ -236,6 +236,7 @@ fn non_preset_relaxations_match_reference() {
         final_pass: BackSubstitution,
         intermediate_lower: ReluLower::Adaptive,
         final_lower: LowerLine::Fixed(ReluLower::Zero),
+        sound: false,
     };
     let d = dense(&net);
     let k = net.num_outputs();

@@ -25,7 +25,7 @@ fn slack(v: f32) -> f32 {
 
 /// IBP intermediate bounds and the final pass with the rule's slopes.
 fn sampled(rule: SlopeRule) -> Relaxation {
-    Relaxation { intermediate: Engine::Interval, final_pass: Engine::BackSubstitution, intermediate_lower: ReluLower::Adaptive, final_lower: LowerLine::Sampled(rule) }
+    Relaxation { intermediate: Engine::Interval, final_pass: Engine::BackSubstitution, intermediate_lower: ReluLower::Adaptive, final_lower: LowerLine::Sampled(rule), sound: false }
 }
 
 /// The two presets and the library-only variants, with a seed.
@@ -278,7 +278,7 @@ fn bounds_do_not_depend_on_the_batch_size() {
     let labels: Vec<usize> = (0..7).map(|i| i % 3).collect();
     for method in [Method::RandomSlope, Method::OneStep] {
         let table = |batch_size, seed| {
-            let opts = BoundsOptions { eps: 0.1, method: CertMethod::Bound(method), clip: Some((0.0, 1.0)), timeout: Duration::from_secs(1), batch_size, seed };
+            let opts = BoundsOptions { eps: 0.1, method: CertMethod::Bound(method), clip: Some((0.0, 1.0)), timeout: Duration::from_secs(1), batch_size, seed, sound: false };
             bounds_table(&net, &xv, Some(&labels), &opts, &dev(), &mut |_| Ok(())).unwrap()
         };
         let (one, seven) = (table(1, 3), table(7, 3));
@@ -319,7 +319,7 @@ fn certify_outcomes_do_not_depend_on_the_batch_size() {
     let labels = ironbound::loss::predictions(net.forward(from_vec(xv.clone(), [12, 6, 1, 1], &dev())));
     let methods = vec![CertMethod::Bound(Method::OneStep), CertMethod::Bound(Method::RandomSlope)];
     let run = |batch_size| {
-        let cfg = CertifyConfig { eps: 0.4, methods: methods.clone(), batch_size, pgd: None, clip: None, timeout: Duration::from_secs(1), seed: 7 };
+        let cfg = CertifyConfig { eps: 0.4, methods: methods.clone(), batch_size, pgd: None, clip: None, timeout: Duration::from_secs(1), seed: 7, sound: true };
         certify(&net, &xv, &labels, &cfg, &dev(), &mut |_| {}).unwrap().1.outcomes
     };
     let one = run(1);

@@ -45,7 +45,7 @@ fn a_bounds(rows: &[[f32; 2]], method: &str) -> Vec<f32> {
     match method.parse::<CertMethod>().unwrap() {
         CertMethod::Lp(r) => to_vec(lp::lower_bound(&net, &stages, &region, &spec, r).unwrap()),
         CertMethod::Milp => {
-            let seeds = lp::engine_bounds(&net, &stages, &region, Method::Crown).unwrap();
+            let seeds = lp::engine_bounds(&net, &stages, &region, Method::Crown, false).unwrap();
             let rows = lp::spec_rows(&spec, 1);
             let b = milp::exact_row_bounds(&stages, &lp::boxes(&region)[0], &seeds[0], &rows[0], Instant::now() + Duration::from_secs(30)).unwrap();
             b.into_iter().map(|v| v as f32).collect()
@@ -144,7 +144,7 @@ fn milp_bounds_equal_the_activation_pattern_oracle() {
         let st = stages::extract(&net).unwrap();
         let (x, _) = random_inputs(&net, 3, seed, -1.0, 1.0);
         let region = input_region(&x, 0.4, None);
-        let seeds = lp::engine_bounds(&net, &st, &region, Method::Crown).unwrap();
+        let seeds = lp::engine_bounds(&net, &st, &region, Method::Crown, false).unwrap();
         for (i, input) in lp::boxes(&region).iter().enumerate() {
             let rows = margin_rows_f64(i % 3, 3);
             let got = milp::exact_row_bounds(&st, input, &seeds[i], &rows, Instant::now() + Duration::from_secs(30)).unwrap();
@@ -167,7 +167,7 @@ fn certify_milp_decides_exactly_as_the_oracle_and_its_counterexamples_are_real()
         // Labels = the predicted classes, so every sample takes the solver path.
         let labels = ironbound::loss::predictions(net.forward(x.clone()));
         for eps in [0.3, 0.8, 1.6] {
-            let cfg = CertifyConfig { eps, methods: vec![CertMethod::Milp], batch_size: 5, pgd: None, clip: None, timeout: Duration::from_secs(30), seed: 0 };
+            let cfg = CertifyConfig { eps, methods: vec![CertMethod::Milp], batch_size: 5, pgd: None, clip: None, timeout: Duration::from_secs(30), seed: 0, sound: true };
             let (_, res) = certify(&net, &flat, &labels, &cfg, &dev(), &mut |_| {}).unwrap();
             let region = input_region(&x, eps, None);
             for (i, input) in lp::boxes(&region).iter().enumerate() {
@@ -250,7 +250,7 @@ fn cascades_and_colt_report_their_stages() {
         "colt".parse().unwrap(),
         CertMethod::cascade("ibp,crown,milp").unwrap(),
     ];
-    let cfg = CertifyConfig { eps: 0.03, methods, batch_size: 4, pgd: Some(ironbound::verify::PgdConfig::new(20)), clip: Some((0.0, 1.0)), timeout: Duration::from_secs(30), seed: 0 };
+    let cfg = CertifyConfig { eps: 0.03, methods, batch_size: 4, pgd: Some(ironbound::verify::PgdConfig::new(20)), clip: Some((0.0, 1.0)), timeout: Duration::from_secs(30), seed: 0, sound: true };
     let (report, res) = certify(&net, &flat, &labels, &cfg, &dev(), &mut |_| {}).unwrap();
     assert_eq!(report.soundness_conflicts, 0);
     for (name, counts) in &report.outcomes {
@@ -282,7 +282,7 @@ fn a_batch_without_a_correct_sample_is_all_falsified() {
     // Every label wrong: no sample reaches a method.
     let labels: Vec<usize> = ironbound::loss::predictions(net.forward(x)).iter().map(|p| (p + 1) % 3).collect();
     let methods = vec!["crown".parse().unwrap(), "milp".parse().unwrap(), "colt".parse().unwrap()];
-    let cfg = CertifyConfig { eps: 0.1, methods, batch_size: 5, pgd: None, clip: None, timeout: Duration::from_secs(10), seed: 0 };
+    let cfg = CertifyConfig { eps: 0.1, methods, batch_size: 5, pgd: None, clip: None, timeout: Duration::from_secs(10), seed: 0, sound: true };
     let (report, _) = certify(&net, &flat, &labels, &cfg, &dev(), &mut |_| {}).unwrap();
     for (name, c) in &report.outcomes {
         assert_eq!((c.certified, c.falsified), (0, 5), "{name}");

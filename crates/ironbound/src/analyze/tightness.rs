@@ -196,7 +196,7 @@ pub fn cr_curves(net: &Network, data: &[f32], labels: &[usize], cfg: &TightnessC
     let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
     let mut clean = 0;
     for (i, &eps) in radii.iter().enumerate() {
-        let run = CertifyConfig { eps, methods: cfg.methods.clone(), batch_size: cfg.batch_size, pgd: None, clip: cfg.clip, timeout: cfg.timeout, seed: 0 };
+        let run = CertifyConfig { eps, methods: cfg.methods.clone(), batch_size: cfg.batch_size, pgd: None, clip: cfg.clip, timeout: cfg.timeout, seed: 0, sound: true };
         let (report, results) = certify_shard(net, data, labels, cfg.shard, &run, device, &mut |done| {
             progress(i * n + done, total);
             Ok(())

@@ -29,6 +29,10 @@ pub const WORKLOADS: [&str; 8] = [
     "attack-pgd40-dmsmall",
 ];
 
+/// The bounds workloads with float-sound arithmetic (`bounds/sound.rs`): what soundness costs.
+/// Not run by default (the PyTorch peers have no such mode); name them with `--workloads`.
+pub const SOUND_WORKLOADS: [&str; 3] = ["bounds-crown-fc5-sound", "bounds-crown-conv-sound", "bounds-deepz-fc5-sound"];
+
 /// One line of `ironbound bench --json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Timing {
@@ -98,13 +102,17 @@ struct BoundStep {
     y: Vec<usize>,
     eps: f64,
     method: Method,
+    sound: bool,
 }
 
 impl Workload for BoundStep {
     fn iterate(&mut self) -> Result<()> {
-        let region = input_region(&self.x, self.eps, Some((0.0, 1.0)));
+        let region = match self.sound {
+            true => crate::bounds::sound::input_region(&self.x, self.eps, Some((0.0, 1.0))),
+            false => input_region(&self.x, self.eps, Some((0.0, 1.0))),
+        };
         let spec = Spec::margins(&self.y, self.net.num_outputs(), &self.x.device())?;
-        let lb = lower_bound(&self.net, &region, &spec, &self.method.relaxation())?;
+        let lb = lower_bound(&self.net, &region, &spec, &self.method.relaxation().with_sound(self.sound))?;
         let _ = crate::tensor::to_vec(lb);
         Ok(())
     }
@@ -135,9 +143,9 @@ fn train(model: &BenchModel, n: usize, stream: u64, eps: f64, method: Option<Met
     Ok(Box::new(TrainStep { initial: net.clone(), net, opt, x, y, eps, method, threads }))
 }
 
-fn bounds(model: &BenchModel, n: usize, stream: u64, method: Method, device: &Device) -> Result<Box<dyn Workload>> {
+fn bounds(model: &BenchModel, n: usize, stream: u64, method: Method, sound: bool, device: &Device) -> Result<Box<dyn Workload>> {
     let (x, y) = inputs(n, model.input, stream, device);
-    Ok(Box::new(BoundStep { net: model.network(device)?, x, y, eps: 0.1, method }))
+    Ok(Box::new(BoundStep { net: model.network(device)?, x, y, eps: 0.1, method, sound }))
 }
 
 fn build(name: &str, threads: usize, device: &Device) -> Result<Box<dyn Workload>> {
@@ -146,26 +154,33 @@ fn build(name: &str, threads: usize, device: &Device) -> Result<Box<dyn Workload
         "train-ibp-dmsmall" => train(&DM_SMALL, 256, 1, 0.1, Some(Method::Ibp), threads, device),
         "train-crownibp-dmsmall" => train(&DM_SMALL, 256, 1, 0.1, Some(Method::CrownIbp), threads, device),
         "train-crownibp-dmlarge-cifar" => train(&DM_LARGE, 32, 7, 2.0 / 255.0, Some(Method::CrownIbp), threads, device),
-        "bounds-crown-fc5" => bounds(&FC5, 100, 3, Method::Crown, device),
-        "bounds-crown-conv" => bounds(&CONV, 32, 5, Method::Crown, device),
-        "bounds-deepz-fc5" => bounds(&FC5, 100, 3, Method::Deepz, device),
+        "bounds-crown-fc5" => bounds(&FC5, 100, 3, Method::Crown, false, device),
+        "bounds-crown-conv" => bounds(&CONV, 32, 5, Method::Crown, false, device),
+        "bounds-deepz-fc5" => bounds(&FC5, 100, 3, Method::Deepz, false, device),
+        "bounds-crown-fc5-sound" => bounds(&FC5, 100, 3, Method::Crown, true, device),
+        "bounds-crown-conv-sound" => bounds(&CONV, 32, 5, Method::Crown, true, device),
+        "bounds-deepz-fc5-sound" => bounds(&FC5, 100, 3, Method::Deepz, true, device),
         "attack-pgd40-dmsmall" => {
             let (x, y) = inputs(256, DM_SMALL.input, 1, device);
             Ok(Box::new(AttackStep { net: DM_SMALL.network(device)?, x, y, eps: 0.1, seed: 0 }))
         }
-        other => Err(Error::input(format!("unknown workload '{other}' (known: {})", WORKLOADS.join(", ")))),
+        other => Err(unknown(other)),
     }
 }
 
-/// Parses a comma-separated workload list (all when empty).
+fn unknown(name: &str) -> Error {
+    Error::input(format!("unknown workload '{name}' (known: {}, {})", WORKLOADS.join(", "), SOUND_WORKLOADS.join(", ")))
+}
+
+/// Parses a comma-separated workload list (all of `WORKLOADS` when empty).
 pub fn parse_workloads(list: Option<&str>) -> Result<Vec<String>> {
     let names: Vec<String> = match list {
         None => WORKLOADS.iter().map(|s| s.to_string()).collect(),
         Some(l) => l.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
     };
     for n in &names {
-        if !WORKLOADS.contains(&n.as_str()) {
-            return Err(Error::input(format!("unknown workload '{n}' (known: {})", WORKLOADS.join(", "))));
+        if !WORKLOADS.contains(&n.as_str()) && !SOUND_WORKLOADS.contains(&n.as_str()) {
+            return Err(unknown(n));
         }
     }
     Ok(names)

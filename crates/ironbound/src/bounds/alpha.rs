@@ -20,7 +20,10 @@ const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
 const ADAM_EPS: f64 = 1e-8;
 
-pub fn optimise(net: &Network, bounds: &[Option<Interval>], spec: &Spec, iterations: usize, lr: f64) -> Result<Tensor<2>> {
+/// With `sound` (sound interval bounds of every value, see `backsub.rs`) the slopes are still
+/// optimised in plain float32, and the result is the better of two float-sound passes: with
+/// CROWN's slopes and with the final ones.
+pub fn optimise(net: &Network, bounds: &[Option<Interval>], spec: &Spec, iterations: usize, lr: f64, sound: Option<&[Interval]>) -> Result<Tensor<2>> {
     let k = spec.rows();
     // Per ReLU node: masks of active/unstable neurons and the fixed upper line, [N, 1, F].
     struct Relu {
@@ -54,7 +57,7 @@ pub fn optimise(net: &Network, bounds: &[Option<Interval>], spec: &Spec, iterati
     let bounds_detached: Vec<Option<Interval>> = bounds.iter().map(|b| b.as_ref().map(Interval::detach)).collect();
     let spec_c = spec.c.clone().detach();
     let out = net.output_value();
-    let run = |alphas: &[Tensor<3>]| -> Tensor<2> {
+    let run_with = |alphas: &[Tensor<3>], sound: Option<&[Interval]>| -> Tensor<2> {
         let mut lines: Vec<Option<RowLines>> = vec![None; net.nodes().len()];
         for (r, a) in relus.iter().zip(alphas) {
             lines[r.node] = Some(RowLines {
@@ -63,14 +66,19 @@ pub fn optimise(net: &Network, bounds: &[Option<Interval>], spec: &Spec, iterati
                 upper_intercept: r.upper.upper_intercept.clone(),
             });
         }
-        let ctx = Backsub { net, bounds: &bounds_detached, lines: &lines };
+        let ctx = Backsub { net, bounds: &bounds_detached, lines: &lines, sound };
         ctx.lower_bound(vec![(out, spec_c.clone())], None, &|_| true)
     };
+    let run = |alphas: &[Tensor<3>]| run_with(alphas, None);
+    let initial = alphas.clone();
 
     let mut best = run(&alphas).detach();
     if alphas.is_empty() {
         // No ReLU: the bound is already exact, there is nothing to optimise.
-        return Ok(best);
+        return Ok(match sound {
+            Some(_) => run_with(&alphas, sound),
+            None => best,
+        });
     }
     let mut states: Vec<AdamState> =
         alphas.iter().map(|a| AdamState { m: a.zeros_like(), v: a.zeros_like() }).collect();
@@ -95,6 +103,9 @@ pub fn optimise(net: &Network, bounds: &[Option<Interval>], spec: &Spec, iterati
     }
     if iterations > 0 {
         best = best.max_pair(run(&alphas).detach());
+    }
+    if sound.is_some() {
+        return Ok(run_with(&initial, sound).max_pair(run_with(&alphas, sound)));
     }
     Ok(best)
 }

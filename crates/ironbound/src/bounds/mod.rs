@@ -8,6 +8,7 @@ pub mod interval;
 pub mod regularizers;
 pub mod relaxation;
 pub mod slopes;
+pub mod sound;
 pub mod spec;
 pub mod zonotope;
 
@@ -125,9 +126,14 @@ pub fn intermediate(net: &Network, region: &Interval, relaxation: &Relaxation) -
 
 /// `intermediate` with back-substitution rows in chunks of at most `rows_budget` bytes.
 fn intermediate_in_chunks(net: &Network, region: &Interval, relaxation: &Relaxation, rows_budget: usize) -> Result<Intermediate> {
-    match relaxation.intermediate {
+    let sound = relaxation.sound;
+    let boxes = |known: &[Option<Interval>]| match sound {
+        true => sound::propagate(net, region, known),
+        false => interval::propagate(net, region),
+    };
+    match sound_engine(relaxation.intermediate, sound) {
         Engine::Interval => {
-            let all = interval::propagate(net, region);
+            let all = boxes(&[]);
             Ok(Intermediate { bounds: all.into_iter().map(Some).collect(), output_zonotope: None })
         }
         Engine::Zonotope => {
@@ -135,7 +141,7 @@ fn intermediate_in_chunks(net: &Network, region: &Interval, relaxation: &Relaxat
             Ok(Intermediate { bounds, output_zonotope: Some(z) })
         }
         Engine::BackSubstitution => {
-            let ibp = interval::propagate(net, region);
+            let ibp = boxes(&[]);
             let depth = affine_depth(net);
             let mut bounds: Vec<Option<Interval>> = vec![None; net.nodes().len() + 1];
             bounds[0] = Some(region.clone());
@@ -149,7 +155,10 @@ fn intermediate_in_chunks(net: &Network, region: &Interval, relaxation: &Relaxat
                     bounds[v] = Some(if depth[v] <= 1 {
                         ibp[v].clone()
                     } else {
-                        let ctx = Backsub { net, bounds: &bounds, lines: &lines };
+                        // Sound mode: the magnitudes of every value so far, from the tightest
+                        // bounds known (intervals refined by the earlier layers' bounds).
+                        let refined = sound.then(|| boxes(&bounds));
+                        let ctx = Backsub { net, bounds: &bounds, lines: &lines, sound: refined.as_deref() };
                         let parallel = matches!(relaxation.intermediate_lower, ReluLower::Parallel | ReluLower::Box);
                         backsub_value(&ctx, v, parallel, rows_budget)
                     });
@@ -173,7 +182,7 @@ pub fn lower_bound(net: &Network, region: &Interval, spec: &Spec, relaxation: &R
 /// IBP's (Zhang et al. 2020, Eq. 9). When the relaxation's intermediate bounds are IBP's (as in
 /// CROWN-IBP and CAP-IBP) they are computed once and serve both final passes.
 pub fn mixed_lower_bound(net: &Network, region: &Interval, spec: &Spec, relaxation: &Relaxation, beta: f64) -> Result<Tensor<2>> {
-    let ibp = Method::Ibp.relaxation();
+    let ibp = Method::Ibp.relaxation().with_sound(relaxation.sound);
     if beta <= 0.0 {
         return lower_bound(net, region, spec, &ibp);
     }
@@ -198,9 +207,23 @@ fn check_spec(net: &Network, spec: &Spec) -> Result<()> {
     Ok(())
 }
 
+/// The engine that computes what `engine` does in float-sound mode: zonotopes have no sound
+/// mode of their own, and back-substitution with the same parallel lines gives the same bounds
+/// (tests/bounds_identities.rs).
+fn sound_engine(engine: Engine, sound: bool) -> Engine {
+    match (engine, sound) {
+        (Engine::Zonotope, true) => Engine::BackSubstitution,
+        (e, _) => e,
+    }
+}
+
 pub(crate) fn final_pass(net: &Network, region: &Interval, spec: &Spec, relaxation: &Relaxation, inter: Intermediate) -> Result<Tensor<2>> {
     let out = net.output_value();
-    match relaxation.final_pass {
+    // Sound mode: interval bounds of every value, refined by the intermediate ones, for the
+    // magnitudes in the error term.
+    let boxes = relaxation.sound.then(|| sound::propagate(net, region, &inter.bounds));
+    let sound = boxes.as_deref();
+    match sound_engine(relaxation.final_pass, relaxation.sound) {
         Engine::Zonotope => {
             let z = match inter.output_zonotope {
                 Some(z) => z,
@@ -211,24 +234,25 @@ pub(crate) fn final_pass(net: &Network, region: &Interval, spec: &Spec, relaxati
         Engine::Interval => {
             // Fold the spec into the last layer when it is affine: one back-substitution step,
             // then concretise on the interval bounds of its input.
-            let all: Vec<Option<Interval>> = match inter.bounds.iter().all(|b| b.is_some()) {
-                true => inter.bounds,
-                false => interval::propagate(net, region).into_iter().map(Some).collect(),
+            let all: Vec<Option<Interval>> = match (sound, inter.bounds.iter().all(|b| b.is_some())) {
+                (Some(b), _) => b.iter().cloned().map(Some).collect(),
+                (None, true) => inter.bounds,
+                (None, false) => interval::propagate(net, region).into_iter().map(Some).collect(),
             };
             let fold = net.producer(out).is_some_and(|n| n.op.as_affine().is_some());
-            let ctx = Backsub { net, bounds: &all, lines: &[] };
+            let ctx = Backsub { net, bounds: &all, lines: &[], sound };
             Ok(ctx.lower_bound(vec![(out, spec.c.clone())], None, &|v| fold && v == out))
         }
         Engine::BackSubstitution => match relaxation.final_lower {
             LowerLine::Fixed(lower) => {
                 let lines = relu_lines(net, &inter.bounds, lower);
-                let ctx = Backsub { net, bounds: &inter.bounds, lines: &lines };
+                let ctx = Backsub { net, bounds: &inter.bounds, lines: &lines, sound };
                 Ok(ctx.lower_bound(vec![(out, spec.c.clone())], None, &|_| true))
             }
             LowerLine::Optimised { iterations, learning_rate } => {
-                alpha::optimise(net, &inter.bounds, spec, iterations, learning_rate)
+                alpha::optimise(net, &inter.bounds, spec, iterations, learning_rate, sound)
             }
-            LowerLine::Sampled(rule) => slopes::lower_bound(net, &inter.bounds, spec, &rule),
+            LowerLine::Sampled(rule) => slopes::lower_bound(net, &inter.bounds, spec, &rule, sound),
         },
     }
 }

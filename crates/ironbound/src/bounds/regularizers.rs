@@ -117,7 +117,7 @@ pub fn tightness_on(net: &Network, bounds: &[Option<Interval>], x: &Tensor<4>, s
             lines[i] = Some(RowLines::from_lines(&relu::lines(&bi.lo, &bi.hi, lower)));
         }
     }
-    let ctx = Backsub { net, bounds, lines: &lines };
+    let ctx = Backsub { net, bounds, lines: &lines, sound: None };
     let out = net.output_value();
     let (p, trace) = ctx.lower_bound_traced(vec![(out, spec.c.clone())], None, &|_| true);
 

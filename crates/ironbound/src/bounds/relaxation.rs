@@ -37,6 +37,9 @@ pub struct Relaxation {
     pub intermediate_lower: ReluLower,
     /// The lower line of the final pass.
     pub final_lower: LowerLine,
+    /// Float-sound arithmetic (`sound.rs`): the bounds hold for the real-valued network, not
+    /// only for its float32 evaluation. Off in the presets and in training.
+    pub sound: bool,
 }
 
 impl Relaxation {
@@ -47,6 +50,11 @@ impl Relaxation {
             LowerLine::Sampled(rule) => Relaxation { final_lower: LowerLine::Sampled(SlopeRule { seed, ..rule }), ..self },
             _ => self,
         }
+    }
+
+    /// The same relaxation with float-sound arithmetic on or off.
+    pub fn with_sound(self, sound: bool) -> Relaxation {
+        Relaxation { sound, ..self }
     }
 
     /// Whether its bounds need the samples' labels (`Spec::labels`): slopes that descend the
@@ -126,8 +134,9 @@ impl Method {
             final_pass,
             intermediate_lower: lower,
             final_lower: LowerLine::Fixed(lower),
+            sound: false,
         };
-        let sampled = |rule| Relaxation { intermediate: Interval, final_pass: BackSubstitution, intermediate_lower: Adaptive, final_lower: LowerLine::Sampled(rule) };
+        let sampled = |rule| Relaxation { intermediate: Interval, final_pass: BackSubstitution, intermediate_lower: Adaptive, final_lower: LowerLine::Sampled(rule), sound: false };
         match self {
             Method::Ibp => fixed(Interval, Interval, Box),
             // hBox is defined on hybrid zonotopes; back-substitution with box lines gives the
@@ -143,6 +152,7 @@ impl Method {
                 final_pass: BackSubstitution,
                 intermediate_lower: Adaptive,
                 final_lower: LowerLine::Optimised { iterations: 20, learning_rate: 0.1 },
+                sound: false,
             },
             // LAND: IBP intermediate bounds, per-sample slopes in the final pass.
             Method::OneStep => sampled(SlopeRule::one_step()),

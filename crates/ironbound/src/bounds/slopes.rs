@@ -171,7 +171,7 @@ pub fn choose(net: &Network, bounds: &[Option<Interval>], spec: &Spec, rule: &Sl
             let b = plain[net.nodes()[r.node].inputs[0]].as_ref().unwrap_or_else(|| unreachable!("slopes exist only where bounds do"));
             row_lines[r.node] = Some(lines(b, a.clone()));
         }
-        let ctx = Backsub { net: &plain_net, bounds: &plain, lines: &row_lines };
+        let ctx = Backsub { net: &plain_net, bounds: &plain, lines: &row_lines, sound: None };
         let lb = ctx.lower_bound(vec![(out, margins.clone())], None, &|_| true);
         if !lb.is_tracked() {
             // No slope reaches the margins (no unstable neuron on the way): nothing to move,
@@ -193,13 +193,14 @@ pub fn choose(net: &Network, bounds: &[Option<Interval>], spec: &Spec, rule: &Sl
 /// Lower bounds `[N, K]` of `spec . f(x)` by back-substitution with the rule's slopes on every
 /// ReLU and the chord above, on `bounds` as they are (differentiable in the weights when they
 /// are, the slopes being constants).
-pub fn lower_bound(net: &Network, bounds: &[Option<Interval>], spec: &Spec, rule: &SlopeRule) -> Result<Tensor<2>> {
+/// With `sound` the final pass is float-sound (`backsub.rs`); the slopes are chosen as usual.
+pub fn lower_bound(net: &Network, bounds: &[Option<Interval>], spec: &Spec, rule: &SlopeRule, sound: Option<&[Interval]>) -> Result<Tensor<2>> {
     let chosen = choose(net, bounds, spec, rule)?;
     let mut row_lines: Vec<Option<RowLines>> = vec![None; net.nodes().len()];
     for r in chosen {
         let b = bounds[net.nodes()[r.node].inputs[0]].as_ref().unwrap_or_else(|| unreachable!("slopes exist only where bounds do"));
         row_lines[r.node] = Some(lines(b, r.slopes));
     }
-    let ctx = Backsub { net, bounds, lines: &row_lines };
+    let ctx = Backsub { net, bounds, lines: &row_lines, sound };
     Ok(ctx.lower_bound(vec![(net.output_value(), spec.c.clone())], None, &|_| true))
 }

@@ -30,4 +30,22 @@ pub trait AffineLayer {
     fn is_elementwise(&self) -> bool {
         false
     }
+
+    /// An upper bound on the number of rounded operations behind any one entry of `forward`
+    /// (products and the bias) or of `transpose`, plus those that derive the layer's float
+    /// constants from its parameters. Float-sound bounds (`bounds/sound.rs`) pad every result
+    /// by gamma(n) = n u / (1 - n u) times the same sum taken over absolute values, which bounds
+    /// the rounding error of any summation order (Higham, Accuracy and Stability, Section 3.1).
+    /// The default, every input element plus every output element plus one, holds for any
+    /// affine map; layers override it with their fan-in and fan-out.
+    fn max_terms(&self, input: &Shape) -> usize {
+        let out = self.output_shape(input).map(|s| s.iter().product::<usize>()).unwrap_or(usize::MAX / 4);
+        input.iter().product::<usize>().saturating_add(out).saturating_add(1)
+    }
+
+    /// The same bound for `transpose` alone (back-substitution): often far below the
+    /// forward fan-in (a linear layer 784 -> 100 sums 100 products per entry of `a W`).
+    fn transpose_terms(&self, input: &Shape) -> usize {
+        self.max_terms(input)
+    }
 }

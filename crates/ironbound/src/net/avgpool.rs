@@ -52,6 +52,10 @@ impl AffineLayer for AvgPool2d {
     fn abs_linear(&self, r: Tensor<4>) -> Tensor<4> {
         self.pool(r)
     }
+    /// k_h k_w products, plus the rounding of the weight 1 / (k_h k_w) itself.
+    fn max_terms(&self, _input: &Shape) -> usize {
+        self.kernel[0] * self.kernel[1] + 2
+    }
     fn transpose(&self, a: Tensor<4>, input: &Shape) -> Tensor<4> {
         let [_, c, ho, wo] = a.dims();
         let covered = |o: usize, d: usize| ((o - 1) * self.stride[d] + self.kernel[d]).saturating_sub(2 * self.padding[d]);

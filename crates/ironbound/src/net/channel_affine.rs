@@ -36,6 +36,11 @@ impl<T: PerChannel> AffineLayer for T {
     fn is_elementwise(&self) -> bool {
         true
     }
+    /// One product, plus the few roundings that derive the scale from the parameters
+    /// (batch norm: gamma / sqrt(var + eps), three).
+    fn max_terms(&self, _input: &Shape) -> usize {
+        8
+    }
 }
 
 fn check_shape(channels: usize, input: &Shape, what: &str) -> Result<Shape> {

@@ -82,6 +82,18 @@ impl AffineLayer for Conv2d {
         ops::conv2d(r, self.weight.clone().abs(), None, self.options())
     }
 
+    /// Forward: C_in k_h k_w products and the bias; transposed: at most C_out k_h k_w products
+    /// (the GEMM's sums, then col2im's overlaps, a summation tree no taller than that).
+    fn max_terms(&self, _input: &Shape) -> usize {
+        let k = self.kernel();
+        self.in_channels().max(self.out_channels()) * k[0] * k[1] + 1
+    }
+
+    fn transpose_terms(&self, _input: &Shape) -> usize {
+        let k = self.kernel();
+        self.out_channels() * k[0] * k[1]
+    }
+
     fn transpose(&self, a: Tensor<4>, input: &Shape) -> Tensor<4> {
         let [_, _, ho, wo] = a.dims();
         let k = self.kernel();

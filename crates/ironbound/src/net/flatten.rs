@@ -31,4 +31,8 @@ impl AffineLayer for Flatten {
     fn is_elementwise(&self) -> bool {
         true
     }
+    /// A reshape: nothing is rounded.
+    fn max_terms(&self, _input: &Shape) -> usize {
+        1
+    }
 }

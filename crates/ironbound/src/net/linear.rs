@@ -68,6 +68,14 @@ impl AffineLayer for Linear {
             .reshape([rows, input[0], input[1], input[2]])
     }
 
+    fn max_terms(&self, _input: &Shape) -> usize {
+        self.in_features().max(self.out_features()) + 1
+    }
+
+    fn transpose_terms(&self, _input: &Shape) -> usize {
+        self.out_features()
+    }
+
     fn bias_term(&self, a: &Tensor<4>) -> Option<Tensor<1>> {
         let rows = a.dims()[0];
         let out = self.out_features();

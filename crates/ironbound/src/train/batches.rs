@@ -15,6 +15,9 @@ pub enum Stream {
     Augment = 2,
     /// Per-step randomness of the loss: PGD random starts, random projections.
     Step = 3,
+    /// The loss's randomness in the loss-landscape measurements (train/landscape.rs), per
+    /// measured epoch: never one of the streams training draws from.
+    Landscape = 4,
 }
 
 /// The generator of stream `which` for `index` (an epoch or a global step) of run `seed`.

@@ -224,6 +224,10 @@ pub struct TrainConfig {
     pub threads: usize,
     /// Write TensorBoard event files of the metrics into `DIR/tb/` (`--no-tensorboard`: off).
     pub tensorboard: bool,
+    /// Loss-landscape measurements (train/landscape.rs) every this many epochs (0: off).
+    pub landscape_every: usize,
+    /// ...on this many batches (of `batch_size`) from the start of the training split.
+    pub landscape_batches: usize,
 }
 
 impl Default for TrainConfig {
@@ -284,6 +288,8 @@ impl Default for TrainConfig {
             eval_pgd_steps: 0,
             threads: 0,
             tensorboard: true,
+            landscape_every: 0,
+            landscape_batches: 10,
         }
     }
 }
@@ -297,6 +303,7 @@ pub const KEYS: &[&str] = &[
     "reg_d_weight", "reg_r_weight", "reg_rampup_epochs", "log_regularizers",
     "data_dir", "train_n", "augment", "crop_padding", "flip", "normalize", "eval_split", "holdout_fraction",
     "eval_n", "eval_batch_size", "certify_method", "eval_pgd_steps", "threads", "tensorboard",
+    "landscape_every", "landscape_batches",
 ];
 
 fn is_zero(v: &f64) -> bool {
@@ -678,6 +685,9 @@ impl TrainConfig {
             if v == Some(0) {
                 return Err(err(key, "must be at least 1".into()));
             }
+        }
+        if c.landscape_every > 0 && c.landscape_batches == 0 {
+            return Err(err("landscape_batches", "must be at least 1 when `landscape_every` is set".into()));
         }
         if method == TrainMethod::Pgd && c.pgd_steps == 0 {
             return Err(err("pgd_steps", "must be at least 1 for method pgd".into()));

@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -52,6 +53,11 @@ pub struct EpochMetrics {
     pub reg_d_weight: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reg_r_weight: Option<f64>,
+    /// Further measurements as flat keys of the same object: the loss-landscape ones of
+    /// `train/landscape.rs` (`landscape_*`, on the epochs `landscape_every` picks). Any key
+    /// of a checkpoint's record that is not a field above lands here, so resuming keeps it.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 /// Writes every record, one JSON object a line, atomically (so the file always matches the

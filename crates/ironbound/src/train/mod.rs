@@ -4,6 +4,7 @@
 pub mod batches;
 pub mod checkpoint;
 pub mod config;
+pub mod landscape;
 pub mod metrics;
 pub mod objective;
 pub mod optim;

@@ -308,6 +308,7 @@ mod tests {
             reg_r: None,
             reg_d_weight: None,
             reg_r_weight: None,
+            extra: Default::default(),
         }
     }
 

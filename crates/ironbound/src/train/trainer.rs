@@ -6,8 +6,9 @@ use super::batches::{self, Augment, Stream, TrainData};
 use super::checkpoint::{self, CheckpointMeta};
 use super::config::{Resolved, TrainConfig, TrainMethod};
 use super::metrics::{self, EpochMetrics};
+use super::landscape::Probe;
 use super::objective::{Objective, RegWeights, CLIP};
-use super::schedule::{LrSchedule, RampSchedule, RegSchedule};
+use super::schedule::{LrSchedule, RampSchedule, RegSchedule, StepValues};
 use super::tensorboard::{self, EventLog};
 use super::optim::{gradients, grad_norm, sum_gradients, Optimizer, OptimizerKind, ParamGrads};
 use crate::bounds::Method;
@@ -82,7 +83,7 @@ impl RunFiles {
 }
 
 /// Keys that may differ between a checkpoint and the rerun that resumes it.
-const RESUMABLE_CHANGES: [&str; 6] = ["epochs", "data_dir", "eval_batch_size", "note", "threads", "tensorboard"];
+const RESUMABLE_CHANGES: [&str; 8] = ["epochs", "data_dir", "eval_batch_size", "note", "threads", "tensorboard", "landscape_every", "landscape_batches"];
 
 fn check_same_run(files: &RunFiles, saved: &serde_json::Value, now: &TrainConfig) -> Result<()> {
     let now = serde_json::to_value(now).map_err(Error::internal)?;
@@ -224,7 +225,11 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
         clip: Some(CLIP),
         timeout: crate::verify::certify::DEFAULT_TIMEOUT,
         seed: c.seed,
+        // Per-epoch monitoring in plain float32 (a final `ironbound certify` is float-sound).
+        sound: false,
     };
+
+    let probe = Probe::new(c.landscape_every, c.landscape_batches, bs, &data.train, k, c.seed, threads, &device);
 
     let last = match opts.max_epochs_this_run {
         Some(m) => (start_epoch + m).min(r.epochs),
@@ -307,6 +312,13 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
             }
         }
         let train_seconds = t0.elapsed().as_secs_f64();
+        let extra = match &probe {
+            Some(p) if p.due(epoch + 1) => {
+                let v = StepValues { eps: if values.warmup { 0.0 } else { values.eps }, ..values };
+                p.measure(&net, &objective, &v, opt.lr, epoch)?.keys()
+            }
+            _ => Default::default(),
+        };
 
         progress.eval_start(eval_labels.len());
         let (report, _) = certify(&net, &data.eval.images, &eval_labels, &cert_cfg, &device, &mut |done| progress.eval_step(done))?;
@@ -336,6 +348,7 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
             reg_r: (reg_batches > 0).then(|| reg_r_sum / reg_batches as f64),
             reg_d_weight: r.regularizers.then_some(reg.d),
             reg_r_weight: r.regularizers.then_some(reg.r),
+            extra,
         };
         history.push(record);
         let meta = CheckpointMeta {

@@ -27,11 +27,9 @@ pub enum BabResult {
     Exhausted,
 }
 
-/// A float32 lower bound `lb` of `c . y` proves `c . y > d` only with room for the rounding of
-/// the float32 bound computation (relative 1e-6 covers the accumulated error of these depths).
+/// A float-sound lower bound `lb` of `c . y` (`bounds/sound.rs`) proves `c . y > d`.
 pub fn proves(lb: f32, d: f64) -> bool {
-    let lb = f64::from(lb);
-    lb - d > 1e-6 * (1.0 + lb.abs() + d.abs())
+    f64::from(lb) > d
 }
 
 /// Decides whether the conjunction holds somewhere in `[lo, hi]`, splitting until `deadline`.
@@ -40,7 +38,8 @@ pub fn search(net: &Network, lo: &[f32], hi: &[f32], conj: &Conjunction, deadlin
     let f = lo.len();
     let device = net.device().unwrap_or_else(crate::tensor::default_device);
     let spec = conj.spec(&device);
-    let relaxation = Method::Crown.relaxation();
+    // Float-sound: a proof covers the real-valued network on every real point of the box.
+    let relaxation = Method::Crown.relaxation().with_sound(true);
     let mut stack: Vec<(Vec<f32>, Vec<f32>)> = vec![(lo.to_vec(), hi.to_vec())];
     let mut bounded = 0usize;
     while !stack.is_empty() {

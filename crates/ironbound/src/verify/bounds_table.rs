@@ -5,7 +5,7 @@
 
 use super::lp::{self, milp, Stages};
 use super::method::CertMethod;
-use crate::bounds::{input_region, lower_bound, regularizers, spec, Interval, Method, Spec};
+use crate::bounds::{input_region, lower_bound, regularizers, sound, spec, Interval, Method, Spec};
 use crate::error::{Error, Result};
 use crate::net::Network;
 use crate::tensor::{from_vec, to_vec, Device, Tensor};
@@ -31,13 +31,17 @@ pub struct BoundsOptions {
     /// Seed of the random slopes (`one-step`, `random-slope`); row i's slopes come from
     /// (seed, i), whatever the batch size.
     pub seed: u64,
+    /// Float-sound bounds (`bounds --sound`, `bounds/sound.rs`): they hold for the real-valued
+    /// network over the region with the exact decimal eps and clip. Only the bound engines'
+    /// methods have this mode.
+    pub sound: bool,
 }
 
 impl BoundsOptions {
     /// `ironbound bounds`'s defaults for everything but the radius and the method, so that
     /// callers name only what they change (`BoundsOptions { clip, ..BoundsOptions::new(..) }`).
     pub fn new(eps: f64, method: CertMethod) -> BoundsOptions {
-        BoundsOptions { eps, method, clip: None, timeout: super::certify::DEFAULT_TIMEOUT, batch_size: DEFAULT_BATCH_SIZE, seed: 0 }
+        BoundsOptions { eps, method, clip: None, timeout: super::certify::DEFAULT_TIMEOUT, batch_size: DEFAULT_BATCH_SIZE, seed: 0, sound: false }
     }
 }
 
@@ -101,6 +105,9 @@ pub fn bounds_table(
     progress: &mut dyn FnMut(usize) -> Result<()>,
 ) -> Result<BoundsTable> {
     check_method(&opts.method)?;
+    if opts.sound && !opts.method.is_float_sound() {
+        return Err(Error::input(format!("method '{}' has no float-sound mode yet (--sound works with the bound engines' methods)", opts.method)));
+    }
     let shape = net.input_shape();
     let per: usize = shape.iter().product();
     let n = x.len() / per.max(1);
@@ -117,7 +124,10 @@ pub fn bounds_table(
     for start in (0..n).step_by(bs) {
         let end = (start + bs).min(n);
         let xb = from_vec(x[start * per..end * per].to_vec(), [end - start, shape[0], shape[1], shape[2]], device);
-        let region = input_region(&xb, opts.eps, opts.clip);
+        let region = match opts.sound {
+            true => sound::input_region(&xb, opts.eps, opts.clip),
+            false => input_region(&xb, opts.eps, opts.clip),
+        };
         // One pass for everything: rows [I; -I] give lower and (negated) upper bounds of the
         // outputs, followed by the margin rows when labels are given, so the intermediate
         // bounds are computed once.
@@ -132,7 +142,7 @@ pub fn bounds_table(
         if let Some(ys) = ys {
             spec = spec.with_labels(ys);
         }
-        let lb = rows_lower_bound(net, stages.as_ref(), &region, &spec, &opts.method, opts.timeout, opts.seed)?;
+        let lb = rows_lower_bound(net, stages.as_ref(), &region, &spec, opts)?;
         let total = lb.dims()[1];
         lower.extend(to_vec(lb.clone().slice([0..m, 0..k])));
         upper.extend(to_vec(lb.clone().slice([0..m, k..2 * k]).neg()));
@@ -215,15 +225,16 @@ pub fn regularizers_table(
 }
 
 /// Lower bounds `[N, R]` of the spec rows by the chosen method.
-fn rows_lower_bound(net: &Network, stages: Option<&Stages>, region: &Interval, spec: &Spec, method: &CertMethod, timeout: Duration, seed: u64) -> Result<Tensor<2>> {
+fn rows_lower_bound(net: &Network, stages: Option<&Stages>, region: &Interval, spec: &Spec, opts: &BoundsOptions) -> Result<Tensor<2>> {
     let stages = || stages.ok_or_else(|| Error::internal("LP stages missing"));
-    match method {
-        CertMethod::Bound(m) => lower_bound(net, region, spec, &m.relaxation().with_seed(seed)),
+    let timeout = opts.timeout;
+    match &opts.method {
+        CertMethod::Bound(m) => lower_bound(net, region, spec, &m.relaxation().with_seed(opts.seed).with_sound(opts.sound)),
         CertMethod::Lp(r) => lp::lower_bound(net, stages()?, region, spec, *r),
         _ => {
             let stages = stages()?;
             let n = region.lo.dims()[0];
-            let seeds = lp::engine_bounds(net, stages, region, Method::Crown)?;
+            let seeds = lp::engine_bounds(net, stages, region, Method::Crown, false)?;
             let boxes = lp::boxes(region);
             let rows = lp::spec_rows(spec, n);
             let bounds = (0..n)
@@ -269,7 +280,7 @@ mod tests {
         let device = default_device();
         let per: usize = net.input_shape().iter().product();
         let x: Vec<f32> = (0..3 * per).map(|i| (i % 17) as f32 / 17.0).collect();
-        let opts = BoundsOptions { eps: 0.01, method: CertMethod::Bound(Method::Crown), clip: Some((0.0, 1.0)), timeout: Duration::from_secs(1), batch_size: 2, seed: 0 };
+        let opts = BoundsOptions { eps: 0.01, method: CertMethod::Bound(Method::Crown), clip: Some((0.0, 1.0)), timeout: Duration::from_secs(1), batch_size: 2, seed: 0, sound: false };
         let mut seen = Vec::new();
         let t = bounds_table(&net, &x, Some(&[0, 1, 2]), &opts, &device, &mut |d| {
             seen.push(d);

@@ -10,7 +10,7 @@ use super::lp::{self, milp, StageBounds, Stages, Verdict};
 use super::method::CertMethod;
 use super::pgd::{self, PgdConfig};
 use super::shard::{ReportShard, Shard};
-use crate::bounds::{input_region, lower_bound, Interval, Method, Spec};
+use crate::bounds::{input_region, lower_bound, sound, Interval, Method, Spec};
 use crate::error::{Error, Result};
 use crate::loss::predictions;
 use crate::net::Network;
@@ -33,6 +33,10 @@ pub struct CertifyConfig {
     /// Seed of the random slopes (`one-step`, `random-slope`); each sample's slopes come from
     /// (seed, its index in the data), so they do not depend on the batch size or the shard.
     pub seed: u64,
+    /// Float-sound bounds (`bounds/sound.rs`): certificates hold for the real-valued network
+    /// the float32 weights define, over the region with the exact decimal eps and clip. On by
+    /// default; `certify --fast` turns it off.
+    pub sound: bool,
 }
 
 /// The default per-sample budget of solver-based methods.
@@ -42,7 +46,7 @@ impl CertifyConfig {
     /// `ironbound certify`'s defaults for everything but the radius and the methods, so that
     /// callers name only what they change (`CertifyConfig { pgd, ..CertifyConfig::new(..) }`).
     pub fn new(eps: f64, methods: Vec<CertMethod>) -> CertifyConfig {
-        CertifyConfig { eps, methods, batch_size: 100, pgd: None, clip: Some((0.0, 1.0)), timeout: DEFAULT_TIMEOUT, seed: 0 }
+        CertifyConfig { eps, methods, batch_size: 100, pgd: None, clip: Some((0.0, 1.0)), timeout: DEFAULT_TIMEOUT, seed: 0, sound: true }
     }
 }
 
@@ -100,6 +104,12 @@ pub struct Report {
     pub certified_accuracy: BTreeMap<String, f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pgd_accuracy: Option<f64>,
+    /// Whether every certificate in the report is float-sound: computed in float-sound mode
+    /// by methods that have one (the bound engines; not yet the LP and MILP solvers, whose
+    /// answers carry the solver's tolerances). Reports written before the key existed read
+    /// back as false.
+    #[serde(default)]
+    pub sound: bool,
     /// Per method: certified / falsified / timed out / unknown sample counts.
     pub outcomes: BTreeMap<String, Counts>,
     /// Per cascade: what each of its stages decided, in order.
@@ -151,13 +161,17 @@ struct Samples<'a> {
     labels: Vec<usize>,
     /// Each sample's index in the data (the key of its random slopes).
     indices: Vec<u64>,
+    /// The ball rounded to nearest: attacks and counterexamples stay in it.
     region: Interval,
+    /// The ball the bound engines work on: rounded outwards in float-sound mode.
+    bound_region: Interval,
 }
 
 impl<'a> Samples<'a> {
     fn new(net: &'a Network, stages: Option<&'a Stages>, x: Tensor<4>, labels: Vec<usize>, indices: Vec<u64>, cfg: &CertifyConfig) -> Samples<'a> {
         let region = input_region(&x, cfg.eps, cfg.clip);
-        Samples { net, stages, x, labels, indices, region }
+        let bound_region = if cfg.sound { sound::input_region(&x, cfg.eps, cfg.clip) } else { region.clone() };
+        Samples { net, stages, x, labels, indices, region, bound_region }
     }
 
     fn len(&self) -> usize {
@@ -212,7 +226,7 @@ fn exact_policy(method: &CertMethod, stages: &Stages) -> Box<dyn Fn(&[StageBound
 /// MILP verdicts per sample (in parallel), candidates confirmed by the real network.
 fn milp_outcomes(s: &Samples, method: &CertMethod, cfg: &CertifyConfig) -> Result<Vec<Outcome>> {
     let stages = s.stages(method)?;
-    let seeds = lp::engine_bounds(s.net, stages, &s.region, Method::Crown)?;
+    let seeds = lp::engine_bounds(s.net, stages, &s.region, Method::Crown, false)?;
     let boxes = lp::boxes(&s.region);
     let policy = exact_policy(method, stages);
     let verdicts = (0..s.len())
@@ -255,7 +269,10 @@ fn outcomes(s: &Samples, method: &CertMethod, cfg: &CertifyConfig, stage_counts:
     let k = s.net.num_outputs();
     let spec = || Spec::margins(&s.labels, k, &s.x.device()).map(|spec| spec.with_indices(s.indices.clone()));
     match method {
-        CertMethod::Bound(m) => Ok(from_margins(lower_bound(s.net, &s.region, &spec()?, &m.relaxation().with_seed(cfg.seed))?)),
+        CertMethod::Bound(m) => {
+            let relaxation = m.relaxation().with_seed(cfg.seed).with_sound(cfg.sound);
+            Ok(from_margins(lower_bound(s.net, &s.bound_region, &spec()?, &relaxation)?))
+        }
         CertMethod::Lp(r) => Ok(from_margins(lp::lower_bound(s.net, s.stages(method)?, &s.region, &spec()?, *r)?)),
         CertMethod::Milp | CertMethod::MilpLastLayer | CertMethod::MilpPartial { .. } => milp_outcomes(s, method, cfg),
         CertMethod::Cascade { stages, .. } => {
@@ -396,6 +413,7 @@ pub fn certify_shard(
         clean_accuracy: frac(clean),
         certified_accuracy: outcomes.iter().map(|(k, c)| (k.clone(), frac(c.certified))).collect(),
         pgd_accuracy: pgd_robust.map(frac),
+        sound: cfg.sound && cfg.methods.iter().all(CertMethod::is_float_sound),
         outcomes,
         cascade_stages,
         soundness_conflicts,

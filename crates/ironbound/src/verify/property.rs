@@ -16,7 +16,7 @@
 use super::bab::{self, BabResult};
 use super::falsify::{self, Conjunction, FalsifyConfig};
 use super::lp::{self, milp, solver::MilpOutcome, InputBox, ReluEncoding};
-use crate::bounds::{lower_bound, Interval, Method};
+use crate::bounds::{lower_bound, sound, Interval, Method};
 use crate::error::{Error, Result};
 use crate::io::vnnlib::{Case, Property};
 use crate::net::Network;
@@ -109,6 +109,12 @@ fn f32_box(case: &Case) -> (Vec<f32>, Vec<f32>) {
     (case.lower.iter().map(|&v| inward(v, true)).collect(), case.upper.iter().map(|&v| inward(v, false)).collect())
 }
 
+/// The case's box in float32, rounded outwards so that it holds every real point of the real
+/// box: what a proof must cover (the bounds are float-sound, `bounds/sound.rs`).
+fn outward_box(case: &Case) -> (Vec<f32>, Vec<f32>) {
+    (case.lower.iter().map(|&v| sound::f32_down(v)).collect(), case.upper.iter().map(|&v| sound::f32_up(v)).collect())
+}
+
 /// Decides the property within `cfg.timeout`.
 pub fn verify(net: &Network, prop: &Property, cfg: &VerifyConfig) -> Result<Verdict> {
     check_fits(net, prop)?;
@@ -117,7 +123,8 @@ pub fn verify(net: &Network, prop: &Property, cfg: &VerifyConfig) -> Result<Verd
     let done = |result: Answer, stage: &str, cex: Option<Counterexample>| Verdict { result, seconds: start.elapsed().as_secs_f64(), counterexample: cex, stage: stage.into() };
     let device = net.device().unwrap_or_else(crate::tensor::default_device);
     let [c, h, w] = net.input_shape();
-    // Every (case, disjunct) still open, with its float32 box.
+    // Every (case, disjunct) still open, with its float32 box (inward: where counterexamples
+    // are looked for) and the outward box that proofs cover.
     let mut open = Vec::new();
     for (ci, case) in prop.cases.iter().enumerate() {
         let (lo, hi) = f32_box(case);
@@ -126,13 +133,14 @@ pub fn verify(net: &Network, prop: &Property, cfg: &VerifyConfig) -> Result<Verd
             // rounding and refuse rather than guess.
             return Err(Error::input("an input box is narrower than float32 resolution"));
         }
+        let outward = outward_box(case);
         for d in &case.disjuncts {
-            open.push((ci, lo.clone(), hi.clone(), conjunction(d)));
+            open.push((ci, lo.clone(), hi.clone(), outward.clone(), conjunction(d)));
         }
     }
     // 1. Falsify.
     let fcfg = FalsifyConfig { seed: cfg.seed, ..FalsifyConfig::default() };
-    for (_, lo, hi, conj) in &open {
+    for (_, lo, hi, _, conj) in &open {
         for x in falsify::search(net, lo, hi, conj, &fcfg).into_iter().take(8) {
             if let Some(cex) = confirm(net, prop, &x) {
                 return Ok(done(Answer::Sat, "falsify", Some(cex)));
@@ -144,19 +152,19 @@ pub fn verify(net: &Network, prop: &Property, cfg: &VerifyConfig) -> Result<Verd
     }
     // 2. Bound each disjunct on its whole box.
     let mut hard = Vec::new();
-    for (ci, lo, hi, conj) in open {
-        let region = Interval::new(from_vec(lo.clone(), [1, c, h, w], &device), from_vec(hi.clone(), [1, c, h, w], &device));
+    for (ci, lo, hi, (olo, ohi), conj) in open {
+        let region = Interval::new(from_vec(olo.clone(), [1, c, h, w], &device), from_vec(ohi.clone(), [1, c, h, w], &device));
         let spec = conj.spec(&device);
         let mut proved = false;
         for method in [Method::Ibp, Method::Crown, Method::AlphaCrown] {
-            let lb = to_vec(lower_bound(net, &region, &spec, &method.relaxation())?);
+            let lb = to_vec(lower_bound(net, &region, &spec, &method.relaxation().with_sound(true))?);
             if lb.iter().zip(&conj.rhs).any(|(&l, &d)| bab::proves(l, d)) {
                 proved = true;
                 break;
             }
         }
         if !proved {
-            hard.push((ci, lo, hi, conj));
+            hard.push((ci, lo, hi, (olo, ohi), conj));
         }
     }
     if hard.is_empty() {
@@ -168,15 +176,15 @@ pub fn verify(net: &Network, prop: &Property, cfg: &VerifyConfig) -> Result<Verd
     let mut unknown = false;
     // The LP-tightened bounds of a case's box serve all its disjuncts.
     let mut tightened: Option<(usize, lp::Encoding)> = None;
-    for (ci, lo, hi, conj) in &hard {
+    for (ci, lo, hi, (olo, ohi), conj) in &hard {
         let outcome = match &stages {
-            None => bab::search(net, lo, hi, conj, deadline)?,
+            None => bab::search(net, olo, ohi, conj, deadline)?,
             Some(st) => {
                 if tightened.as_ref().map(|t| t.0) != Some(*ci) {
-                    tightened = Some((*ci, tighten(net, st, lo, hi, deadline)?));
+                    tightened = Some((*ci, tighten(net, st, olo, ohi, deadline)?));
                 }
                 let tight = &mut tightened.as_mut().unwrap_or_else(|| unreachable!()).1;
-                milp_search(st, tight, lo, hi, conj, deadline)?
+                milp_search(st, tight, (olo, ohi), (lo, hi), conj, deadline)?
             }
         };
         let stage = if small { "bab" } else { "milp" };
@@ -199,13 +207,14 @@ fn tighten<'a>(net: &Network, st: &'a lp::Stages, lo: &[f32], hi: &[f32], deadli
     let [c, h, w] = net.input_shape();
     let device = net.device().unwrap_or_else(crate::tensor::default_device);
     let region = Interval::new(from_vec(lo.to_vec(), [1, c, h, w], &device), from_vec(hi.to_vec(), [1, c, h, w], &device));
-    let seed = lp::engine_bounds(net, st, &region, Method::Crown)?;
+    let seed = lp::engine_bounds(net, st, &region, Method::Crown, true)?;
     lp::encode_tightened(st, &lp::boxes(&region)[0], &seed[0], &|_, _| ReluEncoding::Triangle, Some(deadline))
 }
 
-/// The conjunction as one MILP over the tightened bounds: minimise t subject to
-/// `c_i . y - d_i <= t` for every row; it can hold iff the minimum is <= 0.
-fn milp_search(st: &lp::Stages, tight: &mut lp::Encoding, lo: &[f32], hi: &[f32], conj: &Conjunction, deadline: Instant) -> Result<BabResult> {
+/// The conjunction as one MILP over the tightened bounds of the outward box: minimise t
+/// subject to `c_i . y - d_i <= t` for every row; it can hold iff the minimum is <= 0.
+/// Candidates are clamped into the inward box.
+fn milp_search(st: &lp::Stages, tight: &mut lp::Encoding, (olo, ohi): (&[f32], &[f32]), (lo, hi): (&[f32], &[f32]), conj: &Conjunction, deadline: Instant) -> Result<BabResult> {
     // Row bounds by LP: one provably violated row settles it; they also bound t.
     let mut t_lo = f64::NEG_INFINITY;
     for (row, &d) in conj.rows.iter().zip(&conj.rhs) {
@@ -219,7 +228,7 @@ fn milp_search(st: &lp::Stages, tight: &mut lp::Encoding, lo: &[f32], hi: &[f32]
     if Instant::now() >= deadline {
         return Ok(BabResult::Timeout);
     }
-    let input = InputBox { lo: lo.iter().map(|&v| f64::from(v)).collect(), hi: hi.iter().map(|&v| f64::from(v)).collect() };
+    let input = InputBox { lo: olo.iter().map(|&v| f64::from(v)).collect(), hi: ohi.iter().map(|&v| f64::from(v)).collect() };
     let mut enc = lp::encode_fixed(st, &input, &tight.bounds, &|_, _| ReluEncoding::Exact)?;
     let t = enc.program.add_col(t_lo.max(-1e9), 1e9)?;
     for (row, &d) in conj.rows.iter().zip(&conj.rhs) {

@@ -196,6 +196,9 @@ fn check_same_run(first: (&str, &Report), other: (&str, &Report)) -> Result<()> 
     if x.timeout_seconds != y.timeout_seconds {
         return differ("timeout", format!("{:?}", x.timeout_seconds), format!("{:?}", y.timeout_seconds));
     }
+    if x.sound != y.sound {
+        return differ("sound", x.sound.to_string(), y.sound.to_string());
+    }
     Ok(())
 }
 
@@ -260,6 +263,7 @@ pub fn merge_reports(reports: &[(String, Report)]) -> Result<Report> {
         clean_accuracy: accuracy(clean, n),
         certified_accuracy: outcomes.iter().map(|(k, c)| (k.clone(), accuracy(c.certified, n))).collect(),
         pgd_accuracy: first.pgd_accuracy.map(|_| accuracy(pgd, n)),
+        sound: first.sound,
         outcomes,
         cascade_stages,
         soundness_conflicts: conflicts,

@@ -76,9 +76,10 @@ pub fn boxes(region: &Interval) -> Vec<InputBox> {
 }
 
 /// The engine's bounds on every hidden stage, per sample, widened by a rounding allowance:
-/// the engines compute in float32 and an LP column bound must not cut off a real value.
-pub fn engine_bounds(net: &Network, stages: &Stages, region: &Interval, method: Method) -> Result<Vec<Vec<StageBounds>>> {
-    let inter = intermediate(net, region, &method.relaxation())?;
+/// the engines compute in float32 and an LP column bound must not cut off a real value. With
+/// `sound` they are float-sound bounds (`bounds/sound.rs`), widened all the same.
+pub fn engine_bounds(net: &Network, stages: &Stages, region: &Interval, method: Method, sound: bool) -> Result<Vec<Vec<StageBounds>>> {
+    let inter = intermediate(net, region, &method.relaxation().with_sound(sound))?;
     let n = region.lo.dims()[0];
     let mut out = vec![Vec::with_capacity(stages.hidden()); n];
     for &v in &stages.relu_inputs {
@@ -145,7 +146,7 @@ pub fn spec_rows(spec: &Spec, n: usize) -> Vec<Vec<Vec<f64>>> {
 /// taking the larger valid bound keeps that true in floating point too).
 pub fn lower_bound(net: &Network, stages: &Stages, region: &Interval, spec: &Spec, relaxation: LpRelaxation) -> Result<Tensor<2>> {
     let n = region.lo.dims()[0];
-    let seeds = engine_bounds(net, stages, region, relaxation.seed())?;
+    let seeds = engine_bounds(net, stages, region, relaxation.seed(), false)?;
     let rows = spec_rows(spec, n);
     let inputs = boxes(region);
     let per_sample: Vec<Vec<f64>> = (0..n)

@@ -1,0 +1,94 @@
+//! Float-sound certificates through the CLI: `certify` is sound by default and says so in
+//! report.json, `--fast` opts out; `bounds --sound` encloses the plain float32 bounds, closely;
+//! methods without a sound mode refuse `--sound` (one line, exit 2) and make a report unsound.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn workdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ironbound-cli-sound-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ironbound")).args(args).output().expect("run ironbound")
+}
+
+fn ok(out: Output, what: &str) {
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn model(dir: &Path) -> String {
+    let m = dir.join("m.safetensors");
+    ok(run(&["init", "--arch", "fc-small", "--seed", "11", "--out", m.to_str().unwrap()]), "init");
+    m.to_str().unwrap().to_string()
+}
+
+fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn certify_is_sound_by_default_and_fast_says_it_is_not() {
+    let d = workdir("certify");
+    let m = model(&d);
+    let (sound, fast, lp) = (d.join("sound.json"), d.join("fast.json"), d.join("lp.json"));
+    let common = ["certify", "--model", &m, "--dataset", "fashion-mnist", "--eps", "0.002", "--n", "30"];
+    let with = |extra: &[&str], out: &Path| {
+        let mut args = common.to_vec();
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        ok(run(&args), "certify");
+        report(out)
+    };
+    let s = with(&["--method", "ibp,crown,deepz"], &sound);
+    let f = with(&["--method", "ibp,crown,deepz", "--fast"], &fast);
+    assert_eq!(s["sound"], serde_json::json!(true));
+    assert_eq!(f["sound"], serde_json::json!(false));
+    for method in ["ibp", "crown", "deepz"] {
+        let (a, b) = (s["certified_accuracy"][method].as_f64().unwrap(), f["certified_accuracy"][method].as_f64().unwrap());
+        // Sound bounds are looser by ~1e-6 relative: at most a sample or two may flip.
+        assert!(a <= b && b - a <= 2.0 / 30.0, "{method}: sound {a} vs fast {b}");
+    }
+    assert!(s["certified_accuracy"]["crown"].as_f64().unwrap() > 0.0, "the radius is small enough to certify something");
+    // The LP solvers have no float-sound mode: a report with them does not claim one.
+    let l = with(&["--method", "crown,lp-triangle"], &lp);
+    assert_eq!(l["sound"], serde_json::json!(false));
+}
+
+#[test]
+fn bounds_sound_encloses_the_float32_bounds_closely() {
+    let d = workdir("bounds");
+    let m = model(&d);
+    let x = d.join("x.npy");
+    let data: Vec<f32> = (0..4 * 784).map(|i| ((i * 31) % 101) as f32 / 100.0).collect();
+    ironbound::io::npy::write_npy(&x, &[4, 784], &data).unwrap();
+    let read = |name: &str, extra: &[&str]| {
+        let b = d.join(format!("{name}.npz"));
+        let mut args = vec!["bounds", "--model", &m, "--input", x.to_str().unwrap(), "--eps", "0.01", "--clip", "0", "1", "--method", "crown", "--out", b.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        ok(run(&args), name);
+        let get = |k: &str| ironbound::io::npy::read_f32(&b, &[k]).unwrap().data;
+        (get("lower"), get("upper"))
+    };
+    let (lo, hi) = read("plain", &[]);
+    let (slo, shi) = read("sound", &["--sound"]);
+    let mut looser = 0;
+    for i in 0..lo.len() {
+        let scale = 1.0 + lo[i].abs().max(hi[i].abs());
+        assert!(slo[i] <= lo[i] && shi[i] >= hi[i], "entry {i}: sound [{}, {}] inside plain [{}, {}]", slo[i], shi[i], lo[i], hi[i]);
+        // Measured: at most 8e-4 on bounds of magnitude 0.15 (the worst-case rounding bound of
+        // the first layer's 100-term sums and the input's 784 columns).
+        assert!(lo[i] - slo[i] <= 5e-3 * scale && shi[i] - hi[i] <= 5e-3 * scale, "entry {i}: sound [{}, {}] vs plain [{}, {}]", slo[i], shi[i], lo[i], hi[i]);
+        looser += usize::from(slo[i] < lo[i]);
+    }
+    assert!(looser > 0, "the error terms move the bounds");
+
+    let out = run(&["bounds", "--model", &m, "--input", x.to_str().unwrap(), "--eps", "0.01", "--method", "lp-triangle", "--sound", "--out", d.join("lp.npz").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("float-sound") && err.trim().lines().count() == 1, "{err}");
+    assert!(!d.join("lp.npz").exists());
+}
