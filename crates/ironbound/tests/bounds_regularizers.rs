@@ -410,3 +410,28 @@ fn the_relaxation_is_checked() {
     let t = regularizers::tightness_on(&net, &inter.bounds, &x, &spec, ironbound::net::ReluLower::Parallel).unwrap();
     assert!(to_vec(t.d).iter().all(|d| d.is_finite() && *d >= -1e-6));
 }
+
+#[test]
+fn projected_deepz_bounds_give_estimates_of_d_and_r() {
+    // DeepZ training with Cauchy random projections: d and r from the exact final pass on the
+    // estimated ReLU input bounds approach the exact ones as the projections grow.
+    use ironbound::bounds::zonotope::{propagate_projected, Projections};
+    let net = mlp(4, &[20, 16, 12, 5]);
+    let (xt, x) = random_inputs(&net, 6, 2, 0.0, 1.0);
+    let labels = [0, 1, 2, 3, 4, 0];
+    let exact = run(&net, &x, &labels, 0.05, Some((0.0, 1.0)), Method::Deepz);
+    let region = input_region(&xt, 0.05, Some((0.0, 1.0)));
+    let spec = Spec::margins(&labels, 5, &dev()).unwrap();
+    let (_, pre) = propagate_projected(&net, &region, ironbound::net::ReluLower::Parallel, Projections { count: 4001, seed: 3 }).unwrap();
+    let est = regularizers::tightness_on(&net, &pre, &xt, &spec, ironbound::net::ReluLower::Parallel).unwrap();
+    let mean = |t: &Tensor<2>| to_vec(t.clone()).iter().map(|v| *v as f64).sum::<f64>() / 30.0;
+    for (what, e, x) in [("p*", &est.lower, &exact.lower), ("d", &est.d, &exact.d), ("r", &est.r, &exact.r)] {
+        let (e, x) = (mean(e), mean(x));
+        assert!((e - x).abs() <= 0.1 * x.abs() + 1e-3, "{what}: estimated {e}, exact {x}");
+    }
+    assert!(mean(&exact.r) > 0.0, "eps 0.05 leaves unstable ReLUs");
+    // Not the exact values themselves: a few projections give visibly other bounds.
+    let (_, few) = propagate_projected(&net, &region, ironbound::net::ReluLower::Parallel, Projections { count: 3, seed: 3 }).unwrap();
+    let rough = regularizers::tightness_on(&net, &few, &xt, &spec, ironbound::net::ReluLower::Parallel).unwrap();
+    assert_ne!(to_vec(rough.lower), to_vec(exact.lower.clone()));
+}

@@ -180,4 +180,5 @@ fn bad_regularizer_keys_name_the_key_and_the_file() {
         let r = c.resolve(&s).unwrap();
         assert!(r.regularizers && r.config.reg_rampup_epochs == Some(5), "{method}: the default is the eps ramp-up, half the epochs");
     }
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("ironbound-reg-config-{}", std::process::id())));
 }
