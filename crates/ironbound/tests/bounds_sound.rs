@@ -12,18 +12,8 @@ use ironbound::net::{NetSpec, Network, NodeSpec, OpSpec, Param};
 use ironbound::tensor::{default_device, from_vec, to_vec};
 use ironbound::verify::lp::stages;
 
-const METHODS: [Method; 10] = [
-    Method::Ibp,
-    Method::Hbox,
-    Method::Deepz,
-    Method::Crown,
-    Method::Crown0,
-    Method::CrownIbp,
-    Method::CapIbp,
-    Method::AlphaCrown,
-    Method::OneStep,
-    Method::RandomSlope,
-];
+/// Every relaxation of the engines.
+const METHODS: [Method; 10] = Method::ALL;
 
 fn node(name: &str, op: OpSpec, input: usize) -> NodeSpec {
     NodeSpec { name: name.into(), op, inputs: vec![input] }
