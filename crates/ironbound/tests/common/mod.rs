@@ -7,7 +7,12 @@
 #![allow(dead_code)]
 
 mod nets;
+mod synthetic;
+// Each test crate uses some of these: the rest is not dead, only unused there.
+#[allow(unused_imports)]
 pub use nets::*;
+#[allow(unused_imports)]
+pub use synthetic::synthetic;
 
 use ironbound::bounds::Method;
 use ironbound::net::{Network, Op};
