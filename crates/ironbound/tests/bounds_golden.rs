@@ -33,33 +33,12 @@
 
 mod common;
 
-use common::dev;
+use common::{dev, net_from};
 use ironbound::bounds::{input_region, intermediate, lower_bound, output_bounds, Interval, Method, Spec};
-use ironbound::net::{relu, NetSpec, Network, NodeSpec, OpSpec, ReluLower};
+use ironbound::net::{relu, Network, ReluLower};
 use ironbound::tensor::{from_vec, to_vec, Tensor};
 
 const TOL: f32 = 1e-5;
-
-fn net_from(input: usize, hidden: usize, out: usize, w1: &[f32], b1: &[f32], w2: &[f32], b2: &[f32]) -> Network {
-    let spec = NetSpec {
-        input_shape: [input, 1, 1],
-        nodes: vec![
-            NodeSpec { name: "0".into(), op: OpSpec::Linear { in_features: input, out_features: hidden }, inputs: vec![0] },
-            NodeSpec { name: "1".into(), op: OpSpec::Relu, inputs: vec![1] },
-            NodeSpec { name: "2".into(), op: OpSpec::Linear { in_features: hidden, out_features: out }, inputs: vec![2] },
-        ],
-    };
-    spec.build(&dev(), &mut |name, _| {
-        Ok(match name {
-            "0.weight" => w1.to_vec(),
-            "0.bias" => b1.to_vec(),
-            "2.weight" => w2.to_vec(),
-            "2.bias" => b2.to_vec(),
-            other => panic!("unexpected parameter {other}"),
-        })
-    })
-    .unwrap()
-}
 
 fn net_a() -> (Network, Interval) {
     let net = net_from(2, 2, 2, &[1.0, 1.0, 1.0, -1.0], &[1.0, 0.0], &[1.0, 1.0, 1.0, -1.0], &[0.0, 0.0]);

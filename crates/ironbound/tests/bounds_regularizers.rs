@@ -31,34 +31,13 @@ use common::*;
 use ironbound::bounds::regularizers::{self, tightness, Tightness};
 use ironbound::bounds::{input_region, lower_bound, Method, Spec};
 use ironbound::net::init::SplitMix64;
-use ironbound::net::{NetSpec, Network, NodeSpec, OpSpec, Param};
+use ironbound::net::{Network, Param};
 use ironbound::tensor::{from_vec, to_vec, Tensor};
 use ironbound::verify::bounds_table::{regularizers_table, BoundsOptions};
 use ironbound::verify::lp::solver::Program;
 use ironbound::verify::CertMethod;
 
 const METHODS: [Method; 3] = [Method::Deepz, Method::Crown, Method::CrownIbp];
-
-fn net_from(input: usize, hidden: usize, out: usize, w1: &[f32], b1: &[f32], w2: &[f32], b2: &[f32]) -> Network {
-    let spec = NetSpec {
-        input_shape: [input, 1, 1],
-        nodes: vec![
-            NodeSpec { name: "0".into(), op: OpSpec::Linear { in_features: input, out_features: hidden }, inputs: vec![0] },
-            NodeSpec { name: "1".into(), op: OpSpec::Relu, inputs: vec![1] },
-            NodeSpec { name: "2".into(), op: OpSpec::Linear { in_features: hidden, out_features: out }, inputs: vec![2] },
-        ],
-    };
-    spec.build(&dev(), &mut |name, _| {
-        Ok(match name {
-            "0.weight" => w1.to_vec(),
-            "0.bias" => b1.to_vec(),
-            "2.weight" => w2.to_vec(),
-            "2.bias" => b2.to_vec(),
-            other => panic!("unexpected parameter {other}"),
-        })
-    })
-    .unwrap()
-}
 
 fn run(net: &Network, x: &[f32], labels: &[usize], eps: f64, clip: Option<(f64, f64)>, m: Method) -> Tightness {
     let [c, h, w] = net.input_shape();

@@ -137,3 +137,25 @@ pub fn assert_close_rows(what: &str, got: &[Vec<f32>], want: &[Vec<f64>], tol: f
         }
     }
 }
+
+/// input -> hidden -> ReLU -> out with the given weights (row-major) and biases.
+pub fn net_from(input: usize, hidden: usize, out: usize, w1: &[f32], b1: &[f32], w2: &[f32], b2: &[f32]) -> Network {
+    let spec = NetSpec {
+        input_shape: [input, 1, 1],
+        nodes: vec![
+            NodeSpec { name: "0".into(), op: OpSpec::Linear { in_features: input, out_features: hidden }, inputs: vec![0] },
+            NodeSpec { name: "1".into(), op: OpSpec::Relu, inputs: vec![1] },
+            NodeSpec { name: "2".into(), op: OpSpec::Linear { in_features: hidden, out_features: out }, inputs: vec![2] },
+        ],
+    };
+    spec.build(&dev(), &mut |name, _| {
+        Ok(match name {
+            "0.weight" => w1.to_vec(),
+            "0.bias" => b1.to_vec(),
+            "2.weight" => w2.to_vec(),
+            "2.bias" => b2.to_vec(),
+            other => panic!("unexpected parameter {other}"),
+        })
+    })
+    .unwrap()
+}
