@@ -59,7 +59,7 @@ fn certify_is_sound_by_default_and_fast_says_it_is_not() {
 }
 
 #[test]
-fn bounds_sound_encloses_the_float32_bounds_closely() {
+fn bounds_sound_is_the_float32_bounds_up_to_rounding() {
     let d = workdir("bounds");
     let m = model(&d);
     let x = d.join("x.npy");
@@ -75,16 +75,12 @@ fn bounds_sound_encloses_the_float32_bounds_closely() {
     };
     let (lo, hi) = read("plain", &[]);
     let (slo, shi) = read("sound", &["--sound"]);
-    let mut looser = 0;
+    // Sound mode computes in float64, so it differs from plain float32 by float32's own
+    // rounding (either way), not by its error terms: at most 1e-5 of the largest bound.
+    let scale = lo.iter().chain(&hi).fold(1.0f32, |m, v| m.max(v.abs()));
     for i in 0..lo.len() {
-        let scale = 1.0 + lo[i].abs().max(hi[i].abs());
-        assert!(slo[i] <= lo[i] && shi[i] >= hi[i], "entry {i}: sound [{}, {}] inside plain [{}, {}]", slo[i], shi[i], lo[i], hi[i]);
-        // Measured: at most 8e-4 on bounds of magnitude 0.15 (the worst-case rounding bound of
-        // the first layer's 100-term sums and the input's 784 columns).
-        assert!(lo[i] - slo[i] <= 5e-3 * scale && shi[i] - hi[i] <= 5e-3 * scale, "entry {i}: sound [{}, {}] vs plain [{}, {}]", slo[i], shi[i], lo[i], hi[i]);
-        looser += usize::from(slo[i] < lo[i]);
+        assert!((lo[i] - slo[i]).abs() <= 1e-5 * scale && (shi[i] - hi[i]).abs() <= 1e-5 * scale, "entry {i}: sound [{}, {}] vs plain [{}, {}]", slo[i], shi[i], lo[i], hi[i]);
     }
-    assert!(looser > 0, "the error terms move the bounds");
 
     let out = run(&["bounds", "--model", &m, "--input", x.to_str().unwrap(), "--eps", "0.01", "--method", "lp-triangle", "--sound", "--out", d.join("lp.npz").to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -27,9 +27,10 @@ pub fn cross_entropy_sum(logits: Tensor<2>, one_hot: Tensor<2>) -> Tensor<1> {
 /// cross-entropy of the worst-case logits (label logit 0, others -lb), mean over the batch.
 pub fn robust_cross_entropy(margin_lower: Tensor<2>) -> Tensor<1> {
     let [n, _] = margin_lower.dims();
-    let zero = Tensor::zeros([n, 1], &margin_lower.device());
+    let like = (&margin_lower.device(), margin_lower.dtype());
+    let zero = Tensor::zeros([n, 1], like);
     let worst = Tensor::cat(vec![zero, margin_lower.neg()], 1);
-    let first = Tensor::cat(vec![Tensor::ones([n, 1], &worst.device()), Tensor::zeros([n, worst.dims()[1] - 1], &worst.device())], 1);
+    let first = Tensor::cat(vec![Tensor::ones([n, 1], like), Tensor::zeros([n, worst.dims()[1] - 1], like)], 1);
     cross_entropy(worst, first)
 }
 

@@ -9,7 +9,7 @@
 use ironbound::bounds::{input_region, output_bounds, output_bounds_with_labels, sound, Interval, Method, Relaxation};
 use ironbound::net::init::SplitMix64;
 use ironbound::net::{NetSpec, Network, NodeSpec, OpSpec, Param};
-use ironbound::tensor::{default_device, from_vec, to_vec};
+use ironbound::tensor::{default_device, from_vec, to_vec, to_vec64, DType};
 use ironbound::verify::lp::stages;
 
 /// Every relaxation of the engines.
@@ -93,20 +93,43 @@ fn sampled_extremes(net: &Network, x0: &[f32], n: usize, eps: f64, points: usize
     (lo, hi)
 }
 
-/// Bounds `[n, k]` of `method` on the region, float-sound or not (sound mode on the outward-
-/// rounded region, as `certify` does).
-fn bounds(net: &Network, x: &[f32], n: usize, eps: f64, method: Method, sound_mode: bool) -> (Vec<f32>, Vec<f32>) {
+/// How `bounds` computes.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Plain float32, as training does.
+    Fast,
+    /// The same plain arithmetic on the network cast to float64: what the sound bounds would
+    /// be without their error terms.
+    Fast64,
+    /// Float-sound, on the outward-rounded region (as `certify` does).
+    Sound,
+}
+
+/// Bounds `[n, k]` of `method` on the region, read as f64.
+fn bounds(net: &Network, x: &[f32], n: usize, eps: f64, method: Method, mode: Mode) -> (Vec<f64>, Vec<f64>) {
     let device = default_device();
     let s = net.input_shape();
     let xt = from_vec(x.to_vec(), [n, s[0], s[1], s[2]], &device);
-    let region: Interval = if sound_mode { sound::input_region(&xt, eps, None) } else { input_region(&xt, eps, None) };
-    let relaxation: Relaxation = method.relaxation().with_sound(sound_mode);
+    let region: Interval = match mode {
+        Mode::Fast => input_region(&xt, eps, None),
+        Mode::Fast64 => input_region(&xt.cast(DType::F64), eps, None),
+        Mode::Sound => sound::input_region(&xt, eps, None),
+    };
+    let net64;
+    let net = match mode {
+        Mode::Fast64 => {
+            net64 = net.with_dtype(DType::F64);
+            &net64
+        }
+        _ => net,
+    };
+    let relaxation: Relaxation = method.relaxation().with_sound(mode == Mode::Sound);
     let (lo, hi) = if method.needs_labels() {
         output_bounds_with_labels(net, &region, &relaxation, &vec![0; n]).expect("bounds")
     } else {
         output_bounds(net, &region, &relaxation).expect("bounds")
     };
-    (to_vec(lo), to_vec(hi))
+    (to_vec64(lo), to_vec64(hi))
 }
 
 /// The same function computed through large values: the `first` layer's biases shifted up by
@@ -114,7 +137,11 @@ fn bounds(net: &Network, x: &[f32], n: usize, eps: f64, method: Method, sound_mo
 /// shifted down by what that adds. Float32 rounds the first layer's outputs to ~5e-4, as much as their
 /// variation over the region, so plain float32 bounds of such a network are wrong.
 fn shifted(net: &Network, first: &str, second: &str) -> Network {
-    const SHIFT: f32 = 4096.0;
+    shifted_by(net, first, second, 4096.0)
+}
+
+/// `shifted` by `shift` (a power of two, so the shifted biases' rounding is the only change).
+fn shifted_by(net: &Network, first: &str, second: &str, shift: f32) -> Network {
     let params = net.named_params();
     let w2 = params.iter().find(|(k, _)| k == &format!("{second}.weight")).map(|(_, p)| p.clone()).expect("second weight");
     // Per output unit of the second layer: the sum of its weights (over every input and, for a
@@ -141,8 +168,8 @@ fn shifted(net: &Network, first: &str, second: &str) -> Network {
     net.map_params(&mut |_, p| {
         index += 1;
         match p {
-            Param::D1(b) if index - 1 == first => Param::D1(b + SHIFT as f64),
-            Param::D1(b) if index - 1 == second => Param::D1(b - from_vec(sums.iter().map(|s| s * SHIFT).collect(), [sums.len()], &device)),
+            Param::D1(b) if index - 1 == first => Param::D1(b + shift as f64),
+            Param::D1(b) if index - 1 == second => Param::D1(b - from_vec(sums.iter().map(|s| s * shift).collect(), [sums.len()], &device)),
             p => p,
         }
     })
@@ -174,7 +201,7 @@ fn sound_bounds_hold_where_float32_bounds_miss_the_real_network() {
             let x = grid_inputs(n, d, 100 + seed);
             let (real_lo, real_hi) = sampled_extremes(&net, &x, n, eps, 64, seed);
             for method in METHODS {
-                let (lo, hi) = bounds(&net, &x, n, eps, method, true);
+                let (lo, hi) = bounds(&net, &x, n, eps, method, Mode::Sound);
                 for i in 0..lo.len() {
                     assert!(
                         lo[i] as f64 <= real_lo[i] + slack(real_lo[i]) && hi[i] as f64 >= real_hi[i] - slack(real_hi[i]),
@@ -185,7 +212,7 @@ fn sound_bounds_hold_where_float32_bounds_miss_the_real_network() {
                         real_hi[i]
                     );
                 }
-                let (flo, fhi) = bounds(&net, &x, n, eps, method, false);
+                let (flo, fhi) = bounds(&net, &x, n, eps, method, Mode::Fast);
                 fast_misses += (0..flo.len()).filter(|&i| flo[i] as f64 > real_lo[i] + slack(real_lo[i]) || (fhi[i] as f64) < real_hi[i] - slack(real_hi[i])).count();
             }
         }
@@ -194,23 +221,124 @@ fn sound_bounds_hold_where_float32_bounds_miss_the_real_network() {
     assert!(fast_misses > 0, "no float32 bound missed the real network: the test networks are not adversarial");
 }
 
+/// On ordinary networks the sound bounds are the plain ones up to rounding: within one float32
+/// step (their rounding on the way out) plus 1e-9 (their error terms) of the same arithmetic in
+/// float64, and within float32's own rounding of plain float32, at most 1e-5 relative.
 #[test]
 fn sound_bounds_are_nearly_the_float32_ones_on_ordinary_inputs() {
-    let (n, eps) = (3, 0.02);
-    let net = fc(32, 40, 6, 7);
-    let x: Vec<f32> = SplitMix64::new(5).uniforms(n * 32);
-    let (real_lo, real_hi) = sampled_extremes(&net, &x, n, eps, 200, 3);
-    for method in METHODS {
-        let (lo, hi) = bounds(&net, &x, n, eps, method, true);
-        let (flo, fhi) = bounds(&net, &x, n, eps, method, false);
-        for i in 0..lo.len() {
-            assert!(lo[i] as f64 <= real_lo[i] + slack(real_lo[i]) && hi[i] as f64 >= real_hi[i] - slack(real_hi[i]), "{method} entry {i}");
-            // Looser, by little: worst-case rounding bounds of sums of up to 40 products.
-            let scale = 1.0 + flo[i].abs().max(fhi[i].abs());
-            assert!(lo[i] <= flo[i] + 1e-6 * scale && hi[i] >= fhi[i] - 1e-6 * scale, "{method} entry {i}: sound is tighter than float32");
-            assert!(flo[i] - lo[i] <= 1e-3 * scale && hi[i] - fhi[i] <= 1e-3 * scale, "{method} entry {i}: sound [{}, {}] vs float32 [{}, {}]", lo[i], hi[i], flo[i], fhi[i]);
+    for (d, h, k, n, eps, seed) in [(32, 40, 6, 3, 0.02, 7), (784, 100, 10, 2, 0.01, 8)] {
+        let net = fc(d, h, k, seed);
+        let x: Vec<f32> = SplitMix64::new(5).uniforms(n * d);
+        let (real_lo, real_hi) = sampled_extremes(&net, &x, n, eps, 200, 3);
+        for method in METHODS {
+            let (lo, hi) = bounds(&net, &x, n, eps, method, Mode::Sound);
+            let (f64_lo, f64_hi) = bounds(&net, &x, n, eps, method, Mode::Fast64);
+            let (flo, fhi) = bounds(&net, &x, n, eps, method, Mode::Fast);
+            let scale = lo.iter().chain(&hi).fold(1.0f64, |m, v| m.max(v.abs()));
+            for i in 0..lo.len() {
+                assert!(lo[i] <= real_lo[i] + slack(real_lo[i]) && hi[i] >= real_hi[i] - slack(real_hi[i]), "{method} entry {i}");
+                assert!(lo[i] <= f64_lo[i] && hi[i] >= f64_hi[i], "{method} entry {i}: sound is tighter than plain float64");
+                // One float32 step of the way out, and 1e-9 for the error terms.
+                let step = |v: f64| v.abs() * 2f64.powi(-23) + 1e-9 * scale;
+                assert!(f64_lo[i] - lo[i] <= step(f64_lo[i]) && hi[i] - f64_hi[i] <= step(f64_hi[i]), "{method} {d}-{h}-{k} entry {i}: sound [{}, {}] vs float64 [{}, {}]", lo[i], hi[i], f64_lo[i], f64_hi[i]);
+                assert!((flo[i] - lo[i]).abs() <= 1e-5 * scale && (hi[i] - fhi[i]).abs() <= 1e-5 * scale, "{method} {d}-{h}-{k} entry {i}: sound [{}, {}] vs float32 [{}, {}]", lo[i], hi[i], flo[i], fhi[i]);
+            }
         }
     }
+}
+
+/// Exact rationals (the float32 weights and the dyadic region ends are exact in them).
+type Q = num_rational::BigRational;
+
+fn q(v: f64) -> Q {
+    Q::from_float(v).expect("finite")
+}
+
+fn zero() -> Q {
+    Q::from_integer(num_bigint::BigInt::from(0))
+}
+
+/// Exact real-arithmetic extremes `[n, k]` of a network whose every ReLU is active on the
+/// region (checked exactly): there it is one affine map, composed here in rationals, whose
+/// extremes over the box are at its corners.
+fn exact_extremes(net: &Network, x: &[f32], n: usize, eps: f64) -> (Vec<Q>, Vec<Q>) {
+    let st = stages::extract(net).expect("stages");
+    let d = st.input_dim();
+    let (mut lo, mut hi) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let (ends_lo, ends_hi): (Vec<Q>, Vec<Q>) = x[i * d..(i + 1) * d].iter().map(|&v| (q(v as f64 - eps), q(v as f64 + eps))).unzip();
+        // rows[o] = (coefficients over the input, constant) of the current stage's outputs.
+        let mut rows: Vec<(Vec<Q>, Q)> = (0..d).map(|j| ((0..d).map(|t| if t == j { q(1.0) } else { zero() }).collect(), zero())).collect();
+        for (k, a) in st.affine.iter().enumerate() {
+            rows = a
+                .rows
+                .iter()
+                .zip(&a.bias)
+                .map(|(row, b)| {
+                    let mut c = vec![zero(); d];
+                    let mut c0 = q(*b);
+                    for &(j, w) in row {
+                        let w = q(w);
+                        c0 += &w * &rows[j].1;
+                        for (t, v) in rows[j].0.iter().enumerate() {
+                            c[t] += &w * v;
+                        }
+                    }
+                    (c, c0)
+                })
+                .collect();
+            let extremes: Vec<(Q, Q)> = rows
+                .iter()
+                .map(|(c, c0)| {
+                    let (mut l, mut h) = (c0.clone(), c0.clone());
+                    for ((ct, el), eh) in c.iter().zip(&ends_lo).zip(&ends_hi) {
+                        let (a, b) = (ct * el, ct * eh);
+                        if a < b {
+                            l += a;
+                            h += b;
+                        } else {
+                            l += b;
+                            h += a;
+                        }
+                    }
+                    (l, h)
+                })
+                .collect();
+            if k + 1 < st.affine.len() {
+                assert!(extremes.iter().all(|(l, _)| *l >= zero()), "sample {i}: a ReLU of stage {k} is not active on the whole region");
+            } else {
+                for (l, h) in extremes {
+                    lo.push(l);
+                    hi.push(h);
+                }
+            }
+        }
+    }
+    (lo, hi)
+}
+
+/// Shifted by 2^40, the network computes through values whose float64 rounding (2^-12) is as
+/// large as their variation over the region: the same arithmetic in plain float64 misses the
+/// exact extremes, while every sound bound holds against exact rational arithmetic.
+#[test]
+fn sound_bounds_hold_where_float64_arithmetic_misses_the_real_network() {
+    let (n, eps) = (3, 1.0 / 128.0);
+    let shift = 2f32.powi(40);
+    let mut plain_misses = 0usize;
+    for seed in 0..2u64 {
+        let net = shifted_by(&shifted_by(&fc(12, 16, 4, seed), "fc1", "fc2", shift), "fc2", "fc3", shift);
+        let x = grid_inputs(n, 12, 200 + seed);
+        let (exact_lo, exact_hi) = exact_extremes(&net, &x, n, eps);
+        for method in METHODS {
+            let (lo, hi) = bounds(&net, &x, n, eps, method, Mode::Sound);
+            for i in 0..lo.len() {
+                assert!(q(lo[i]) <= exact_lo[i] && q(hi[i]) >= exact_hi[i], "{method} seed {seed} entry {i}: [{}, {}] misses the exact extremes", lo[i], hi[i]);
+            }
+            let (plo, phi) = bounds(&net, &x, n, eps, method, Mode::Fast64);
+            plain_misses += (0..plo.len()).filter(|&i| q(plo[i]) > exact_lo[i] || q(phi[i]) < exact_hi[i]).count();
+        }
+    }
+    assert!(plain_misses > 0, "plain float64 never missed: the test networks are not adversarial for float64");
 }
 
 #[test]
@@ -220,15 +348,16 @@ fn the_sound_region_contains_the_exact_decimal_ball() {
     let xt = from_vec(x.to_vec(), [1, 6, 1, 1], &device);
     for (eps, clip) in [(0.1, Some((0.0, 1.0))), (0.3, None), (1.0 / 3.0, Some((0.1, 0.9))), (0.0, None)] {
         let r = sound::input_region(&xt, eps, clip);
-        let (lo, hi) = (to_vec(r.lo), to_vec(r.hi));
+        // Read as float64, the type of sound mode's region.
+        let (lo, hi) = (to_vec64(r.lo), to_vec64(r.hi));
         for (j, &v) in x.iter().enumerate() {
             // The exact region's ends, computed in f64 (exact for these magnitudes to 1e-16).
             let (mut l, mut h) = (v as f64 - eps, v as f64 + eps);
             if let Some((a, b)) = clip {
                 (l, h) = (l.max(a).min(b), h.max(a).min(b));
             }
-            assert!((lo[j] as f64) <= l && (hi[j] as f64) >= h, "eps {eps} clip {clip:?} x {v}: [{}, {}] misses [{l}, {h}]", lo[j], hi[j]);
-            assert!(l - lo[j] as f64 <= 1e-6 && hi[j] as f64 - h <= 1e-6, "eps {eps} x {v}: rounded by more than a few ulps");
+            assert!(lo[j] <= l && hi[j] >= h, "eps {eps} clip {clip:?} x {v}: [{}, {}] misses [{l}, {h}]", lo[j], hi[j]);
+            assert!(l - lo[j] <= 1e-15 && hi[j] - h <= 1e-15, "eps {eps} x {v}: rounded by more than a few float64 ulps");
         }
     }
 }
@@ -261,7 +390,7 @@ fn sweep_every_sound_bound_against_the_real_network() {
         let x = if name.starts_with("shifted") { grid_inputs(n, d, case as u64) } else { SplitMix64::new(case as u64).uniforms(n * d) };
         let (real_lo, real_hi) = sampled_extremes(net, &x, n, *eps, points, 1000 + case as u64);
         for method in METHODS {
-            let (lo, hi) = bounds(net, &x, n, *eps, method, true);
+            let (lo, hi) = bounds(net, &x, n, *eps, method, Mode::Sound);
             for i in 0..lo.len() {
                 assert!(lo[i] as f64 <= real_lo[i] + slack(real_lo[i]) && hi[i] as f64 >= real_hi[i] - slack(real_hi[i]), "{name} {method} entry {i}: [{}, {}] vs real [{}, {}]", lo[i], hi[i], real_lo[i], real_hi[i]);
             }

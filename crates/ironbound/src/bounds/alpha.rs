@@ -8,7 +8,7 @@ use super::interval::Interval;
 use super::spec::Spec;
 use crate::error::Result;
 use crate::net::{relu, Network, Op, ReluLower};
-use crate::tensor::Tensor;
+use crate::tensor::{indicator, Tensor};
 
 /// Adam's moment estimates for one parameter tensor.
 struct AdamState {
@@ -21,8 +21,8 @@ const BETA2: f64 = 0.999;
 const ADAM_EPS: f64 = 1e-8;
 
 /// With `sound` (sound interval bounds of every value, see `backsub.rs`) the slopes are still
-/// optimised in plain float32, and the result is the better of two float-sound passes: with
-/// CROWN's slopes and with the final ones.
+/// optimised with plain arithmetic; the slopes that gave each entry its best bound are kept,
+/// and one float-sound pass with them gives the result.
 pub fn optimise(net: &Network, bounds: &[Option<Interval>], spec: &Spec, iterations: usize, lr: f64, sound: Option<&[Interval]>) -> Result<Tensor<2>> {
     let k = spec.rows();
     // Per ReLU node: masks of active/unstable neurons and the fixed upper line, [N, 1, F].
@@ -48,8 +48,9 @@ pub fn optimise(net: &Network, bounds: &[Option<Interval>], spec: &Spec, iterati
             let [n, c, h, w] = t.dims();
             t.reshape([n, 1, c * h * w])
         };
-        let active = flat(b.lo.clone().greater_equal_elem(0.0).float());
-        let unstable = flat(b.lo.clone().lower_elem(0.0).float() * b.hi.clone().greater_elem(0.0).float());
+        let dtype = b.lo.dtype();
+        let active = flat(indicator(b.lo.clone().greater_equal_elem(0.0), dtype));
+        let unstable = flat(indicator(b.lo.clone().lower_elem(0.0).bool_and(b.hi.clone().greater_elem(0.0)), dtype));
         let [n, _, f] = crown.lower_slope.dims();
         alphas.push(crown.lower_slope.clone().expand([n, k, f]));
         relus.push(Relu { node: i, active, unstable, upper: crown });
@@ -70,7 +71,15 @@ pub fn optimise(net: &Network, bounds: &[Option<Interval>], spec: &Spec, iterati
         ctx.lower_bound(vec![(out, spec_c.clone())], None, &|_| true)
     };
     let run = |alphas: &[Tensor<3>]| run_with(alphas, None);
-    let initial = alphas.clone();
+    // Per (sample, spec row): the slopes of its best bound so far (each row has its own).
+    let mut best_alphas = alphas.clone();
+    let keep_best = |best_alphas: &mut Vec<Tensor<3>>, best: &Tensor<2>, lb: &Tensor<2>, alphas: &[Tensor<3>]| {
+        let better = lb.clone().greater(best.clone()).unsqueeze_dim::<3>(2);
+        for (b, a) in best_alphas.iter_mut().zip(alphas) {
+            let shape = a.dims();
+            *b = b.clone().mask_where(better.clone().expand(shape), a.clone());
+        }
+    };
 
     let mut best = run(&alphas).detach();
     if alphas.is_empty() {
@@ -85,7 +94,11 @@ pub fn optimise(net: &Network, bounds: &[Option<Interval>], spec: &Spec, iterati
     for step in 1..=iterations {
         let tracked: Vec<Tensor<3>> = alphas.iter().map(|a| a.clone().autodiff().require_grad()).collect();
         let lb = run(&tracked);
-        best = best.max_pair(lb.clone().detach().without_autodiff());
+        let plain = lb.clone().detach().without_autodiff();
+        if sound.is_some() {
+            keep_best(&mut best_alphas, &best, &plain, &alphas);
+        }
+        best = best.max_pair(plain);
         if !lb.is_tracked() {
             // No slope reaches the bound (every one was masked out): nothing to optimise, and
             // backward would panic on an untracked tensor.
@@ -102,10 +115,14 @@ pub fn optimise(net: &Network, bounds: &[Option<Interval>], spec: &Spec, iterati
         }
     }
     if iterations > 0 {
-        best = best.max_pair(run(&alphas).detach());
+        let last = run(&alphas).detach();
+        if sound.is_some() {
+            keep_best(&mut best_alphas, &best, &last, &alphas);
+        }
+        best = best.max_pair(last);
     }
     if sound.is_some() {
-        return Ok(run_with(&initial, sound).max_pair(run_with(&alphas, sound)));
+        return Ok(run_with(&best_alphas, sound));
     }
     Ok(best)
 }

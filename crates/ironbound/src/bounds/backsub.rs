@@ -312,7 +312,7 @@ impl<'a> RoundingError<'a> {
         let n = m.dims()[0];
         let through = layer.abs_linear(m.reshape([n, in_shape[0], in_shape[1], in_shape[2]]));
         let out = through.dims();
-        let bias = sound::abs_bias(layer, &in_shape, &through.device());
+        let bias = sound::abs_bias(layer, &in_shape, &through);
         let outputs = out[1] * out[2] * out[3];
         let per = through * sound::gamma(layer.transpose_terms(&in_shape)) + bias * sound::gamma_bias(outputs);
         self.push(apply_rows(a.clone().abs(), per.reshape([n, outputs])) * 2.0);

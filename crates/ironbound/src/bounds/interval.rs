@@ -27,6 +27,11 @@ impl Interval {
         Interval { lo: self.lo.clone().detach(), hi: self.hi.clone().detach() }
     }
 
+    /// The same interval in float type `dtype` (exact when widening float32 to float64).
+    pub fn cast(&self, dtype: crate::tensor::DType) -> Interval {
+        Interval { lo: self.lo.clone().cast(dtype), hi: self.hi.clone().cast(dtype) }
+    }
+
     pub fn to_device(&self, device: &crate::tensor::Device) -> Interval {
         Interval { lo: self.lo.clone().to_device(device), hi: self.hi.clone().to_device(device) }
     }

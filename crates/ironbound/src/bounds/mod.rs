@@ -20,7 +20,8 @@ pub use spec::Spec;
 
 use crate::error::{Error, Result};
 use crate::net::{relu, Network, Op, ReluLower};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
+use std::borrow::Cow;
 
 /// The l-infinity ball of radius `eps` around each sample, intersected with [min, max].
 pub fn input_region(x: &Tensor<4>, eps: f64, clip: Option<(f64, f64)>) -> Interval {
@@ -83,10 +84,10 @@ fn backsub_value(ctx: &Backsub, v: usize, parallel: bool, rows_budget: usize) ->
     let device = region.lo.device();
     let (seed_value, a, bias) = match ctx.net.producer(v).map(|n| (&n.op, n.inputs[0])) {
         Some((Op::Linear(l), input)) => (input, l.weight.clone().unsqueeze::<3>(), Some(l.bias.clone().unsqueeze::<2>())),
-        _ => (v, Spec::identity(f, &device).c, None),
+        _ => (v, Spec::identity(f, &device).c.cast(region.lo.dtype()), None),
     };
     let widest = (0..=v).map(|u| crate::net::numel(&ctx.net.shape(u))).max().unwrap_or(f);
-    let per_row = region.lo.dims()[0] * widest * std::mem::size_of::<f32>() * if parallel { 1 } else { 2 };
+    let per_row = region.lo.dims()[0] * widest * region.lo.dtype().size() * if parallel { 1 } else { 2 };
     let chunk = (rows_budget / per_row.max(1)).clamp(1, f);
     let (mut lo, mut hi) = (Vec::new(), Vec::new());
     for start in (0..f).step_by(chunk) {
@@ -119,9 +120,25 @@ fn rows_bounds(ctx: &Backsub, seed_value: usize, a: Tensor<3>, bias: Option<Tens
     (lb.clone().slice([0..n, 0..m]), lb.slice([0..n, m..2 * m]).neg())
 }
 
-/// Computes the bounds every ReLU needs, with the relaxation's intermediate engine.
+/// Computes the bounds every ReLU needs, with the relaxation's intermediate engine. Float-sound
+/// ones are computed in float64 (`sound.rs`) and rounded outwards to float32.
 pub fn intermediate(net: &Network, region: &Interval, relaxation: &Relaxation) -> Result<Intermediate> {
-    intermediate_in_chunks(net, region, relaxation, ROWS_BUDGET_BYTES)
+    let (net, dtype) = working(net, region, relaxation);
+    let inter = intermediate_in_chunks(&net, &region.cast(dtype), relaxation, ROWS_BUDGET_BYTES)?;
+    if relaxation.sound {
+        let bounds = inter.bounds.iter().map(|b| b.as_ref().map(sound::interval_to_f32)).collect();
+        return Ok(Intermediate { bounds, output_zonotope: None });
+    }
+    Ok(inter)
+}
+
+/// The network and the float type the engines compute in: float64 for float-sound bounds
+/// (`sound.rs`), otherwise the network's own (a float-sound region is float64 and gets cast).
+fn working<'a>(net: &'a Network, region: &Interval, relaxation: &Relaxation) -> (Cow<'a, Network>, DType) {
+    let net = if relaxation.sound { sound::working_network(net) } else { Cow::Borrowed(net) };
+    let fallback = if relaxation.sound { sound::WORKING } else { region.lo.dtype() };
+    let dtype = net.dtype().unwrap_or(fallback);
+    (net, dtype)
 }
 
 /// `intermediate` with back-substitution rows in chunks of at most `rows_budget` bytes.
@@ -172,17 +189,25 @@ fn intermediate_in_chunks(net: &Network, region: &Interval, relaxation: &Relaxat
 }
 
 /// Lower bounds `[N, K]` of `spec . f(x)` over the region, with the given relaxation.
+/// Float-sound ones are computed in float64 and rounded down to float32.
 pub fn lower_bound(net: &Network, region: &Interval, spec: &Spec, relaxation: &Relaxation) -> Result<Tensor<2>> {
     check_spec(net, spec)?;
-    let inter = intermediate(net, region, relaxation)?;
-    final_pass(net, region, spec, relaxation, inter)
+    let (net, dtype) = working(net, region, relaxation);
+    let (region, spec) = (region.cast(dtype), spec.cast(dtype));
+    let inter = intermediate_in_chunks(&net, &region, relaxation, ROWS_BUDGET_BYTES)?;
+    let lb = final_pass(&net, &region, &spec, relaxation, inter)?;
+    Ok(if relaxation.sound { sound::lower_to_f32(lb) } else { lb })
 }
 
 /// `(1 - beta) * IBP + beta * relaxation` lower bounds: CROWN-IBP's mix of its own bound with
 /// IBP's (Zhang et al. 2020, Eq. 9). When the relaxation's intermediate bounds are IBP's (as in
 /// CROWN-IBP and CAP-IBP) they are computed once and serve both final passes.
+/// A training objective, so never float-sound.
 pub fn mixed_lower_bound(net: &Network, region: &Interval, spec: &Spec, relaxation: &Relaxation, beta: f64) -> Result<Tensor<2>> {
-    let ibp = Method::Ibp.relaxation().with_sound(relaxation.sound);
+    if relaxation.sound {
+        return Err(Error::internal("the CROWN-IBP mix of bounds is a training objective and has no float-sound mode"));
+    }
+    let ibp = Method::Ibp.relaxation();
     if beta <= 0.0 {
         return lower_bound(net, region, spec, &ibp);
     }

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::loss::robust_cross_entropy;
 use crate::net::init::SplitMix64;
 use crate::net::{relu, Network, Op};
-use crate::tensor::{from_vec, Tensor};
+use crate::tensor::{from_vec, indicator, Tensor};
 
 /// How the random start is drawn.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -137,16 +137,17 @@ pub fn choose(net: &Network, bounds: &[Option<Interval>], spec: &Spec, rule: &Sl
         let [_, c, h, w] = b.lo.dims();
         let f = c * h * w;
         let draws: Vec<f32> = streams.iter_mut().flat_map(|s| s.uniforms(f)).collect();
-        let u = from_vec(draws, [n, 1, f], &device);
+        let u = from_vec(draws, [n, 1, f], &device).cast(b.lo.dtype());
         let (lo, hi) = (flat(b.lo.clone()), flat(b.hi.clone()));
         let start = match rule.start {
             SlopeStart::Uniform => u,
             SlopeStart::Binary { p, q } => {
-                let wider = lo.clone().neg().greater(hi.clone()).float();
-                u.clone().lower_elem(p).float() * wider.clone() + u.lower_elem(q).float() * (wider.neg() + 1.0)
+                let dtype = u.dtype();
+                let wider = indicator(lo.clone().neg().greater(hi.clone()), dtype);
+                indicator(u.clone().lower_elem(p), dtype) * wider.clone() + indicator(u.lower_elem(q), dtype) * (wider.neg() + 1.0)
             }
         };
-        let unstable = lo.lower_elem(0.0).float() * hi.greater_elem(0.0).float();
+        let unstable = indicator(lo.clone().lower_elem(0.0).bool_and(hi.greater_elem(0.0)), lo.dtype());
         relus.push(ReluSlopes { node: i, unstable, slopes: start.clone(), start, gradient: None });
     }
     let labels = match (rule.needs_labels(), spec.labels.as_deref()) {
@@ -160,7 +161,7 @@ pub fn choose(net: &Network, bounds: &[Option<Interval>], spec: &Spec, rule: &Sl
     if relus.is_empty() {
         return Ok(relus);
     }
-    let margins = Spec::margins(labels, net.num_outputs(), &device)?.c;
+    let margins = Spec::margins(labels, net.num_outputs(), &device)?.c.cast(region.lo.dtype());
     // The weights as plain values: the step is a function of them, not differentiated through.
     let plain_net = net.map_params(&mut |_, p| p.plain());
     let out = net.output_value();
@@ -182,7 +183,7 @@ pub fn choose(net: &Network, bounds: &[Option<Interval>], spec: &Spec, rule: &Sl
         for (r, a) in relus.iter_mut().zip(&tracked) {
             let Some(g) = a.grad(&grads) else { continue };
             // sign(g) with sign(0) = 0, and 0 for a NaN gradient too: those slopes stay put.
-            let sign = g.clone().greater_elem(0.0).float() - g.clone().lower_elem(0.0).float();
+            let sign = indicator(g.clone().greater_elem(0.0), g.dtype()) - indicator(g.clone().lower_elem(0.0), g.dtype());
             r.slopes = (r.slopes.clone() - sign * rule.step_size).clamp(0.0, 1.0);
             r.gradient = Some(g);
         }

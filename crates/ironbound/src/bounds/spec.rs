@@ -38,6 +38,11 @@ impl Spec {
         Spec { indices: Some(indices), ..self }
     }
 
+    /// The same rows in float type `dtype`.
+    pub fn cast(&self, dtype: crate::tensor::DType) -> Spec {
+        Spec { c: self.c.clone().cast(dtype), ..self.clone() }
+    }
+
     /// Rows e_0..e_{K-1}, shared by the batch.
     pub fn identity(k: usize, device: &Device) -> Spec {
         let mut v = vec![0.0f32; k * k];

@@ -17,7 +17,7 @@ pub struct AvgPool2d {
 impl AvgPool2d {
     fn weight(&self, channels: usize, like: &Tensor<4>) -> Tensor<4> {
         let [kh, kw] = self.kernel;
-        Tensor::ones([channels, 1, kh, kw], &like.device()) / ((kh * kw) as f64)
+        Tensor::ones([channels, 1, kh, kw], (&like.device(), like.dtype())) / ((kh * kw) as f64)
     }
 
     fn pool(&self, x: Tensor<4>) -> Tensor<4> {
@@ -66,7 +66,7 @@ impl AffineLayer for AvgPool2d {
             return t;
         }
         let [r, c, h, w] = t.dims();
-        Tensor::zeros([r, c, input[1], input[2]], &t.device()).slice_assign([0..r, 0..c, 0..h, 0..w], t)
+        Tensor::zeros([r, c, input[1], input[2]], (&t.device(), t.dtype())).slice_assign([0..r, 0..c, 0..h, 0..w], t)
     }
     fn bias_term(&self, _a: &Tensor<4>) -> Option<Tensor<1>> {
         None

@@ -109,7 +109,7 @@ impl AffineLayer for Conv2d {
         let options = ConvTransposeOptions::new(self.stride, self.padding, [0, 0], [1, 1], 1);
         let t = ops::conv_transpose2d(a, self.weight.clone(), None, options);
         let [r, c, h, w] = t.dims();
-        let full = Tensor::zeros([r, c, input[1], input[2]], &t.device());
+        let full = Tensor::zeros([r, c, input[1], input[2]], (&t.device(), t.dtype()));
         full.slice_assign([0..r, 0..c, 0..h, 0..w], t)
     }
 

@@ -159,6 +159,22 @@ impl Network {
         self.map_params(&mut |_, p| p.map(|t1| t1.to_device(device), |t2| t2.to_device(device), |t4| t4.to_device(device)))
     }
 
+    /// The float type of the parameters and constants (None for a network without any).
+    pub fn dtype(&self) -> Option<crate::tensor::DType> {
+        let mut found = None;
+        self.map_params(&mut |_, p| {
+            found.get_or_insert(p.dtype());
+            p
+        });
+        found
+    }
+
+    /// The same network with every parameter and constant in float type `dtype` (exact when
+    /// widening float32 to float64: float-sound bounds compute in float64).
+    pub fn with_dtype(&self, dtype: crate::tensor::DType) -> Network {
+        self.map_params(&mut |_, p| p.map(|t1| t1.cast(dtype), |t2| t2.cast(dtype), |t4| t4.cast(dtype)))
+    }
+
     /// Named parameters, PyTorch style (`<node>.weight`, `<node>.bias`, ...).
     pub fn named_params(&self) -> Vec<(String, super::Param)> {
         self.nodes

@@ -138,6 +138,14 @@ impl Param {
         }
     }
 
+    pub fn dtype(&self) -> crate::tensor::DType {
+        match self {
+            Param::D1(t) => t.dtype(),
+            Param::D2(t) => t.dtype(),
+            Param::D4(t) => t.dtype(),
+        }
+    }
+
     pub fn device(&self) -> Device {
         match self {
             Param::D1(t) => t.device(),

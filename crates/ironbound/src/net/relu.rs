@@ -4,7 +4,7 @@
 //! (slope chosen by `ReluLower`) and an upper line. Stable neurons are exact: identity when
 //! l >= 0, zero when u <= 0. The bound engines in `bounds/` only ever see `ReluLines`.
 
-use crate::tensor::{neg, pos, Tensor};
+use crate::tensor::{indicator, neg, pos, Tensor};
 
 /// The lower line of an unstable ReLU (see the Relaxations table of CONTRACT.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,17 +55,17 @@ pub fn lines(l: &Tensor<4>, u: &Tensor<4>, lower: ReluLower) -> ReluLines {
     match lower {
         ReluLower::Box => {
             // Active neurons stay exact; unstable ones become the constant range [0, u].
-            let active = l.clone().greater_equal_elem(0.0).float();
+            let active = indicator(l.clone().greater_equal_elem(0.0), l.dtype());
             let unstable_u = pos(u.clone() * (active.clone().neg() + 1.0));
             ReluLines { lower_slope: active.clone(), upper_slope: active, upper_intercept: unstable_u }
         }
         ReluLower::Adaptive => {
             // slope > 0.5 <=> u > -l on unstable neurons; 1 on active, 0 on dead ones.
-            let lower_slope = slope.clone().detach().greater_elem(0.5).float();
+            let lower_slope = indicator(slope.clone().detach().greater_elem(0.5), slope.dtype());
             ReluLines { lower_slope, upper_slope: slope, upper_intercept: intercept }
         }
         ReluLower::Zero => {
-            let lower_slope = slope.clone().detach().greater_equal_elem(1.0).float();
+            let lower_slope = indicator(slope.clone().detach().greater_equal_elem(1.0), slope.dtype());
             ReluLines { lower_slope, upper_slope: slope, upper_intercept: intercept }
         }
         ReluLower::Parallel => ReluLines { lower_slope: slope.clone(), upper_slope: slope, upper_intercept: intercept },
@@ -76,7 +76,7 @@ pub fn lines(l: &Tensor<4>, u: &Tensor<4>, lower: ReluLower) -> ReluLines {
 /// stable neurons are overridden to stay exact.
 pub fn lines_with_slopes(l: &Tensor<4>, u: &Tensor<4>, alpha: Tensor<4>) -> ReluLines {
     let (slope, intercept) = chord(l, u);
-    let active = l.clone().greater_equal_elem(0.0).float();
-    let unstable = l.clone().lower_elem(0.0).float() * u.clone().greater_elem(0.0).float();
+    let active = indicator(l.clone().greater_equal_elem(0.0), l.dtype());
+    let unstable = indicator(l.clone().lower_elem(0.0).bool_and(u.clone().greater_elem(0.0)), l.dtype());
     ReluLines { lower_slope: active + alpha * unstable, upper_slope: slope, upper_intercept: intercept }
 }

@@ -9,9 +9,10 @@
 //! 3. search completely: branch and bound over the input box for low-dimensional inputs, the
 //!    MILP (with Triangle-LP-tightened bounds) otherwise, until the deadline.
 //!
-//! `Sat` is only returned for a point that lies in the box and satisfies the disjunct under
-//! the network's forward pass; `Unsat` only when every disjunct of every case was proved
-//! impossible.
+//! `Sat` is only returned for a point that lies in the box and satisfies the disjunct in real
+//! arithmetic (rigorous enclosures of the real network's outputs, not just its float32 forward
+//! pass); `Unsat` only when every disjunct of every case was proved impossible, by float-sound
+//! bounds.
 
 use super::bab::{self, BabResult};
 use super::falsify::{self, Conjunction, FalsifyConfig};
@@ -85,14 +86,37 @@ fn conjunction(constraints: &[crate::io::vnnlib::Constraint]) -> Conjunction {
     Conjunction { rows: constraints.iter().map(|c| c.coef.clone()).collect(), rhs: constraints.iter().map(|c| c.rhs).collect() }
 }
 
-/// The network's outputs at `x` if `x` is a counterexample of the property, checked in f64
-/// against the property's own box and constraints.
+/// The network's outputs at `x` (as float32 computes them) if `x` is a counterexample of the
+/// property in real arithmetic: strictly inside its box, with the disjunct holding for every
+/// output in rigorous enclosures of the real network's outputs (`sound::outputs_at`), so a
+/// float32 rounding can never make a `sat`. A point on a box end is first moved one float32
+/// step inwards.
 fn confirm(net: &Network, prop: &Property, x: &[f32]) -> Option<Counterexample> {
     let [c, h, w] = net.input_shape();
     let device = net.device().unwrap_or_else(crate::tensor::default_device);
-    let y: Vec<f64> = to_vec(net.forward(from_vec(x.to_vec(), [1, c, h, w], &device))).into_iter().map(f64::from).collect();
+    let x = inwards(prop, x);
+    let xt = from_vec(x.clone(), [1, c, h, w], &device);
+    let y: Vec<f64> = to_vec(net.forward(xt.clone())).into_iter().map(f64::from).collect();
     let x: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
-    prop.is_counterexample(&x, &y, 0.0).then_some(Counterexample { x, y })
+    if !prop.is_counterexample(&x, &y, 0.0) {
+        return None;
+    }
+    let (y_lo, y_hi) = sound::outputs_at(net, xt);
+    prop.is_real_counterexample(&x, &y_lo, &y_hi).then_some(Counterexample { x, y })
+}
+
+/// `x` with every coordinate that sits on an end of the first box holding it moved one float32
+/// step inwards (where the box is wide enough): a box end is a decimal, which its parse may
+/// miss by 2^-53 relative.
+fn inwards(prop: &Property, x: &[f32]) -> Vec<f32> {
+    let x64: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    let Some(case) = prop.cases.iter().find(|c| c.contains(&x64, 0.0)) else { return x.to_vec() };
+    let step = |(&v, (&lo, &hi)): (&f32, (&f64, &f64))| match f64::from(v) {
+        e if e == lo && lo != 0.0 && f64::from(v.next_up()) <= hi => v.next_up(),
+        e if e == hi && hi != 0.0 && f64::from(v.next_down()) >= lo => v.next_down(),
+        _ => v,
+    };
+    x.iter().zip(case.lower.iter().zip(&case.upper)).map(step).collect()
 }
 
 /// The case's box in float32, rounded inwards so that every float32 point of it is in the

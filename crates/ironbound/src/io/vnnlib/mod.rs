@@ -119,6 +119,28 @@ impl Constraint {
     pub fn holds(&self, y: &[f64], tol: f64) -> bool {
         self.value(y) <= self.rhs + tol
     }
+
+    /// Whether the constraint holds in real arithmetic for every `y` in the box `[lo, hi]`,
+    /// with the coefficients and the right-hand side being the decimals of the file (their f64
+    /// parses are within 2^-53 relative): the worst corner's value, computed in f64, plus a
+    /// rigorous bound on that computation's rounding and on the parses', must stay below.
+    pub fn holds_everywhere(&self, lo: &[f64], hi: &[f64]) -> bool {
+        const U: f64 = 1.0 / 9_007_199_254_740_992.0;
+        if lo.iter().chain(hi).any(|v| v.is_nan()) {
+            return false;
+        }
+        let (mut worst, mut magnitude) = (0.0f64, 0.0f64);
+        for ((&c, &l), &h) in self.coef.iter().zip(lo).zip(hi) {
+            worst += (c * l).max(c * h);
+            magnitude += c.abs() * l.abs().max(h.abs());
+        }
+        // A sum of k products: gamma(k) (~k u) times the sum of magnitudes; each coefficient's
+        // parse adds u of its term, the right-hand side's u of itself; doubled for the rounding
+        // of this very computation, plus an absolute 1e-300 for underflow.
+        let k = self.coef.len() as f64 + 2.0;
+        let pad = 2.0 * ((k + 1.0) * U * magnitude + 2.0 * U * self.rhs.abs()) + 1e-300;
+        worst.is_finite() && worst + pad <= self.rhs
+    }
 }
 
 impl Case {
@@ -132,6 +154,13 @@ impl Case {
     pub fn output_holds(&self, y: &[f64], tol: f64) -> bool {
         self.disjuncts.iter().any(|conj| conj.iter().all(|c| c.holds(y, tol)))
     }
+
+    /// Whether `x` lies strictly inside the box, or on an end whose value is 0 (a box end is
+    /// a decimal whose f64 parse may be off by 2^-53 relative, which strictness covers).
+    pub fn contains_strictly(&self, x: &[f64]) -> bool {
+        x.len() == self.lower.len()
+            && x.iter().zip(&self.lower).zip(&self.upper).all(|((&v, &lo), &hi)| (v > lo || v == 0.0 && lo == 0.0) && (v < hi || v == 0.0 && hi == 0.0))
+    }
 }
 
 impl Property {
@@ -141,6 +170,18 @@ impl Property {
         x.len() == self.num_inputs
             && y.len() == self.num_outputs
             && self.cases.iter().any(|case| case.contains(x, tol) && case.output_holds(y, tol))
+    }
+
+    /// Whether `x` is a counterexample in real arithmetic: strictly inside a case's box, with
+    /// every constraint of one of its disjuncts holding for every output in `[y_lo, y_hi]`
+    /// (rigorous enclosures of the real network's outputs at `x`).
+    pub fn is_real_counterexample(&self, x: &[f64], y_lo: &[f64], y_hi: &[f64]) -> bool {
+        x.len() == self.num_inputs
+            && y_lo.len() == self.num_outputs
+            && y_hi.len() == self.num_outputs
+            && self.cases.iter().any(|case| {
+                case.contains_strictly(x) && case.disjuncts.iter().any(|conj| conj.iter().all(|c| c.holds_everywhere(y_lo, y_hi)))
+            })
     }
 
     /// The property as VNN-LIB text that [`parse`] reads back to an equal `Property`
