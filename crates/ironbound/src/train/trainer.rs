@@ -352,7 +352,7 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
         };
         history.push(record);
         let meta = CheckpointMeta {
-            version: 1,
+            version: checkpoint::VERSION,
             epoch: epoch + 1,
             global_step,
             optimizer_steps: opt.steps,
