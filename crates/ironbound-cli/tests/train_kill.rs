@@ -1,86 +1,24 @@
-//! `ironbound train` killed with SIGKILL in the middle of an epoch and restarted with the same
-//! command ends with the same metrics as an uninterrupted run (CONTRACT.md, `ironbound train`).
-//! The data are small synthetic IDX files written here, found through `--data-dir`.
+//! `ironbound train` killed with SIGKILL (in the middle of an epoch, while writing a checkpoint,
+//! during the final export) and restarted with the same command ends with the same metrics and
+//! files as an uninterrupted run (CONTRACT.md, `ironbound train`).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
+
+use common::{checkpoint_epoch, dataset, metrics, metrics_without_times, run_to_end, same_contents, temp_files, train_command, workdir};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Command;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-fn workdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ironbound-kill-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Uncompressed IDX files of `n` 28x28 images whose class is written into the picture (a
-/// bright band at a class-dependent row) plus noise, so training has something to learn.
-fn write_idx(dir: &Path, prefix: &str, n: usize, seed: u64) {
-    let mut state = seed;
-    let mut next = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (state >> 33) as u32
-    };
-    let mut images = Vec::with_capacity(n * 784);
-    let mut labels = Vec::with_capacity(n);
-    for _ in 0..n {
-        let label = (next() % 10) as u8;
-        labels.push(label);
-        for r in 0..28 {
-            for _ in 0..28 {
-                let band = r / 3 == label as usize;
-                images.push(if band { 200 + (next() % 56) as u8 } else { (next() % 60) as u8 });
-            }
-        }
-    }
-    let mut f = std::fs::File::create(dir.join(format!("{prefix}-images-idx3-ubyte"))).unwrap();
-    f.write_all(&[0, 0, 8, 3]).unwrap();
-    for d in [n as u32, 28, 28] {
-        f.write_all(&d.to_be_bytes()).unwrap();
-    }
-    f.write_all(&images).unwrap();
-    let mut f = std::fs::File::create(dir.join(format!("{prefix}-labels-idx1-ubyte"))).unwrap();
-    f.write_all(&[0, 0, 8, 1]).unwrap();
-    f.write_all(&(n as u32).to_be_bytes()).unwrap();
-    f.write_all(&labels).unwrap();
-}
-
-fn train_command(data: &Path, out: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ironbound"));
-    c.args(["train", "--dataset", "fashion-mnist", "--arch", "fc-small", "--method", "crown-ibp", "--eps", "0.1"])
-        .args(["--epochs", "3", "--seed", "7", "--data-dir", data.to_str().unwrap(), "--out", out.to_str().unwrap()])
-        .args(["--set", "warmup_epochs=0", "--set", "rampup_epochs=2", "--set", "batch_size=50"])
-        .args(["--set", "lr=1e-3", "--set", "eval_n=200"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    c
-}
-
-fn metrics(out: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn run_to_end(data: &Path, out: &Path) {
-    let o = train_command(data, out).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
 
 #[test]
 fn sigkill_mid_epoch_then_same_command_equals_uninterrupted_run() {
-    let dir = workdir("run");
-    let data = dir.join("data/fashion-mnist");
-    std::fs::create_dir_all(&data).unwrap();
-    write_idx(&data, "train", 3000, 1);
-    write_idx(&data, "t10k", 200, 2);
-    let data = dir.join("data");
+    let dir = workdir("kill-timed");
+    let data = dataset(&dir, 3000, 200);
+    let train_command = |data: &Path, out: &Path| train_command(data, out, 3, 200);
 
     let whole = dir.join("whole");
-    run_to_end(&data, &whole);
+    run_to_end(train_command(&data, &whole));
     let expected = metrics(&whole);
     assert_eq!(expected.len(), 3);
 
@@ -100,7 +38,7 @@ fn sigkill_mid_epoch_then_same_command_equals_uninterrupted_run() {
     assert!(metrics(&killed).len() < 3, "the run finished before the kill");
     assert!(!killed.join("model.safetensors").exists(), "a killed run must not look complete");
 
-    run_to_end(&data, &killed);
+    run_to_end(train_command(&data, &killed));
     let resumed = metrics(&killed);
     assert_eq!(resumed.len(), expected.len());
     for (a, b) in expected.iter().zip(&resumed) {
@@ -110,5 +48,103 @@ fn sigkill_mid_epoch_then_same_command_equals_uninterrupted_run() {
         }
     }
     assert!(killed.join("model.safetensors").exists() && killed.join("model.onnx").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `command` with the test hook `IRONBOUND_FAULT_AT=point` (crates/ironbound/src/fault.rs),
+/// waits until the process says it stopped there and SIGKILLs it.
+fn kill_at(mut command: Command, point: &str) {
+    let mut child = command.env("IRONBOUND_FAULT_AT", point).spawn().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines() {
+            if tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let marker = format!("ironbound: IRONBOUND_FAULT_AT: stopped at {point}");
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) if line == marker => break,
+            Ok(line) => seen.push(line),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("{point} was never reached ({e:?}; exit {:?}):\n{}", child.wait().unwrap(), seen.join("\n"));
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+}
+
+/// Kills at 20 points spread over a run of 3 epochs of 6 steps (mid-epoch at steps drawn from
+/// a fixed seed, in each stage of the checkpoint's and the metrics' atomic writes, between the
+/// final model files), rerunning the same command each time, then lets it finish: the metrics
+/// and the model files equal those of the uninterrupted run. After every kill the checkpoint
+/// loads (checksum included) at the expected epoch, metrics.jsonl never holds an epoch that
+/// the checkpoint lacks, and every model file present is already the final one.
+#[test]
+fn sigkill_at_20_points_including_checkpoint_writes_and_the_final_export() {
+    const STEPS: usize = 6; // 300 samples in batches of 50
+    let dir = workdir("kill-points");
+    let data = dataset(&dir, 300, 100);
+    let command = |out: &Path| train_command(&data, out, 3, 100);
+    let whole = dir.join("whole");
+    run_to_end(command(&whole));
+    let expected = metrics_without_times(&whole);
+    assert_eq!(expected.len(), 3);
+    assert_ne!(expected[0]["loss"], expected[2]["loss"], "the epochs must differ for the comparison to mean something");
+
+    let mut rng = 0x5eed_u64;
+    let mut step_in = |lo: usize| {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        format!("step:{}", lo + 1 + (rng >> 33) as usize % STEPS)
+    };
+    let ckpt = |stage: &str| format!("{stage}:checkpoint.safetensors:1");
+    // (point, epoch of the checkpoint once killed there): each rerun resumes from it.
+    let points: Vec<(String, usize)> = vec![
+        (step_in(0), 0),
+        (ckpt("mid-write"), 0),
+        (step_in(STEPS), 1), // past epoch 1's checkpoint, in epoch 2
+        (ckpt("before-rename"), 1),
+        (step_in(0), 1),
+        (ckpt("after-rename"), 2), // epoch 2 saved, metrics.jsonl not yet rewritten
+        ("mid-write:metrics.jsonl:1".into(), 2), // the rewrite when resuming
+        (step_in(0), 2),
+        (ckpt("mid-write"), 2),
+        (step_in(0), 2),
+        (ckpt("before-rename"), 2),
+        (ckpt("after-rename"), 3),
+        ("before-rename:metrics.jsonl:1".into(), 3),
+        ("mid-write:model.safetensors:1".into(), 3),
+        ("before-rename:model.safetensors:1".into(), 3),
+        ("after-rename:model.safetensors:1".into(), 3),
+        ("mid-write:model.onnx:1".into(), 3),
+        ("after-rename:model.onnx:1".into(), 3),
+        ("mid-write:config.toml:2".into(), 3), // the first config.toml write is at the start
+        ("after-rename:config.toml:2".into(), 3),
+    ];
+    assert_eq!(points.len(), 20);
+    let killed = dir.join("killed");
+    for (point, epoch) in &points {
+        kill_at(command(&killed), point);
+        assert_eq!(checkpoint_epoch(&killed), *epoch, "after a kill at {point}");
+        assert!(metrics(&killed).len() <= *epoch, "after a kill at {point}: metrics.jsonl is ahead of the checkpoint");
+        for file in ["model.safetensors", "model.onnx"] {
+            if killed.join(file).exists() {
+                assert!(same_contents(&killed.join(file), &whole.join(file)), "after a kill at {point}: {file} is not the final one");
+            }
+        }
+    }
+    let stderr = run_to_end(command(&killed));
+    assert!(stderr.contains("resuming"), "{stderr}");
+    assert_eq!(metrics_without_times(&killed), expected);
+    for file in ["model.safetensors", "model.onnx", "config.toml"] {
+        assert!(same_contents(&killed.join(file), &whole.join(file)), "{file} differs");
+    }
+    assert_eq!(temp_files(&killed), Vec::<String>::new(), "temporary files of killed writes are cleaned up");
     let _ = std::fs::remove_dir_all(&dir);
 }

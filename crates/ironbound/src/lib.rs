@@ -8,6 +8,7 @@ pub mod bench;
 pub mod bounds;
 pub mod data;
 pub mod error;
+pub mod fault;
 pub mod io;
 pub mod loss;
 pub mod net;

@@ -80,6 +80,14 @@ impl RunFiles {
     pub fn tensorboard(&self) -> PathBuf {
         self.dir.join(tensorboard::DIR_NAME)
     }
+    /// What is left when the run stops with an error after `epochs` finished epochs.
+    fn kept(&self, epochs: usize) -> String {
+        if epochs > 0 {
+            format!("the last good checkpoint (epoch {epochs}) is kept in {}", self.checkpoint().display())
+        } else {
+            "no earlier epoch was saved, so there is no checkpoint".to_string()
+        }
+    }
 }
 
 /// Keys that may differ between a checkpoint and the rerun that resumes it.
@@ -142,12 +150,11 @@ fn schedules(r: &Resolved, steps_per_epoch: usize) -> (RampSchedule, LrSchedule)
     (ramp, lr)
 }
 
-/// Writes model.safetensors, model.onnx (best effort) and config.toml.
+/// Writes model.safetensors, model.onnx and config.toml. Interrupted, a rerun writes them
+/// again from the checkpoint (which holds the last epoch).
 fn write_final(files: &RunFiles, net: &Network, config_toml: &str) -> Result<()> {
     crate::io::save_model(net, &files.model())?;
-    if let Err(e) = crate::io::save_model(net, &files.onnx()) {
-        tracing::warn!("{}: ONNX export failed ({e}); model.safetensors holds the trained model", files.onnx().display());
-    }
+    crate::io::save_model(net, &files.onnx())?;
     crate::io::atomic::write_bytes(&files.config(), config_toml.as_bytes())
 }
 
@@ -170,8 +177,14 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
     let config_toml = c.to_toml()?;
     let config_json = serde_json::to_value(c).map_err(Error::internal)?;
 
+    for file in [files.checkpoint(), files.metrics(), files.config(), files.model(), files.onnx()] {
+        crate::io::atomic::remove_stale_temps(&file);
+    }
+
     let mut opt = new_optimizer(c);
-    let (mut net, mut history, mut global_step, start_epoch) = if files.checkpoint().exists() {
+    // `try_exists`: a checkpoint that cannot even be looked at is an error, not a fresh start.
+    let have_checkpoint = files.checkpoint().try_exists().map_err(|e| Error::file(files.checkpoint(), format!("cannot read: {e}")))?;
+    let (mut net, mut history, mut global_step, start_epoch) = if have_checkpoint {
         let ck = checkpoint::load(&files.checkpoint(), &device)?;
         check_same_run(&files, &ck.meta.config, c)?;
         if ck.meta.arch != r.arch {
@@ -274,18 +287,14 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
             let step = ShardStep::sum(batches::in_parallel(batches::shards(idx.len(), threads), &shard)?);
             let loss = step.loss;
             if !loss.is_finite() {
-                let kept = if epoch > 0 {
-                    format!("the last good checkpoint (epoch {epoch}) is kept in {}", files.checkpoint().display())
-                } else {
-                    "no epoch finished, so there is no checkpoint".to_string()
-                };
                 return Err(Error::internal(format!(
-                    "training diverged: the loss is {loss} at epoch {}, step {} of {steps_per_epoch} (eps {:.4}, lr {}); {kept}; \
+                    "training diverged: the loss is {loss} at epoch {}, step {} of {steps_per_epoch} (eps {:.4}, lr {}); {}; \
                      try a lower `lr`, `grad_clip`, or a longer `rampup_epochs`",
                     epoch + 1,
                     b + 1,
                     values.eps,
-                    opt.lr
+                    opt.lr,
+                    files.kept(epoch)
                 )));
             }
             loss_sum += loss;
@@ -306,6 +315,7 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
             };
             net = opt.apply(&net, step.grads, scale)?;
             global_step += 1;
+            crate::fault::point("step");
             progress.step(((b + 1) * bs).min(n), loss_sum / (b + 1) as f64);
             if progress.stop_requested() {
                 break 'epochs;
@@ -352,7 +362,7 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
         };
         history.push(record);
         let meta = CheckpointMeta {
-            version: 1,
+            version: checkpoint::VERSION,
             epoch: epoch + 1,
             global_step,
             optimizer_steps: opt.steps,
@@ -361,7 +371,9 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
             arch: r.arch.clone(),
             metrics: history.clone(),
         };
-        checkpoint::save(&files.checkpoint(), &meta, &net, &opt)?;
+        // Nothing of this epoch (metrics, events, model files) is written unless it is saved.
+        checkpoint::save(&files.checkpoint(), &meta, &net, &opt)
+            .map_err(|e| Error::internal(format!("{e}; training stopped at epoch {}: {}, rerun the same command to resume", epoch + 1, files.kept(epoch))))?;
         metrics::write_jsonl(&files.metrics(), &history)?;
         if let Some(m) = history.last() {
             // After the checkpoint, so the event file never holds an epoch it lacks.
