@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The float-sound bounds of every relaxation against the real-valued network (evaluated in
-# f64) at many sampled points: `tests/bounds_sound.rs`'s sweep, scaled up.
+# f64) at many sampled points: `tests/bounds_sound.rs`'s two sweeps, scaled up (POINTS each;
+# the every-layer sweep adds PGD points). A failure saves a reproducible case under
+# target/tmp/soundness-failures/.
 #
-#   scripts/soundness_sweep.sh            # 10^6 points in all
+#   scripts/soundness_sweep.sh            # 10^6 points per sweep
 #   scripts/soundness_sweep.sh 100000
 set -euo pipefail
 cd "$(dirname "$0")/.."

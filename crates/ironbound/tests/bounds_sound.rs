@@ -399,3 +399,119 @@ fn sweep_every_sound_bound_against_the_real_network() {
     }
     eprintln!("sweep: {} regions x {points} points, {checked} (network, method) pairs, every sound bound held", cases.len() * n);
 }
+
+/// Every layer the IR has: normalisation, a strided padded convolution, batch norm, a residual
+/// add, average pooling, flatten and a dense layer; 2x6x6 inputs.
+fn every_layer(seed: u64) -> Network {
+    let conv = |i, o, s, p| OpSpec::Conv2d { in_channels: i, out_channels: o, kernel: [3, 3], stride: [s, s], padding: [p, p] };
+    let ops: Vec<(OpSpec, Vec<usize>)> = vec![
+        (OpSpec::Normalize { mean: vec![0.3, -0.2], std: vec![0.5, 2.0] }, vec![0]),
+        (conv(2, 4, 2, 1), vec![1]),
+        (OpSpec::BatchNorm { channels: 4, eps: 1e-5 }, vec![2]),
+        (OpSpec::Relu, vec![3]),
+        (conv(4, 4, 1, 1), vec![4]),
+        (OpSpec::Relu, vec![5]),
+        (OpSpec::Add, vec![6, 4]),
+        (OpSpec::AvgPool2d { kernel: [2, 2], stride: [1, 1], padding: [0, 0] }, vec![7]),
+        (OpSpec::Flatten, vec![8]),
+        (OpSpec::Linear { in_features: 16, out_features: 3 }, vec![9]),
+    ];
+    let nodes = ops.into_iter().enumerate().map(|(i, (op, inputs))| NodeSpec { name: format!("n{i}"), op, inputs }).collect();
+    NetSpec { input_shape: [2, 6, 6], nodes }.init(seed, &default_device()).expect("every-layer net")
+}
+
+/// Extremes `[n, k]` of the network evaluated in float64 (its float32 weights exactly, ~1e-16
+/// relative off the real network) over random corners, uniform points, and the iterates of
+/// sign-gradient descents and ascents (PGD) of each output from random starts: the points
+/// most likely to break a bound.
+fn seen_extremes(net: &Network, x0: &[f32], n: usize, eps: f64, points: usize, seed: u64) -> (Vec<f64>, Vec<f64>) {
+    let net64 = net.with_dtype(DType::F64);
+    let [c, h, w] = net.input_shape();
+    let (d, k) = (c * h * w, net.num_outputs());
+    let device = default_device();
+    let mut rng = SplitMix64::new(seed);
+    let (mut lo, mut hi) = (vec![f64::INFINITY; n * k], vec![f64::NEG_INFINITY; n * k]);
+    // Rows of `x` are points of sample `owner[r]`'s region.
+    let mut record = |x: ironbound::tensor::Tensor<4>, owner: &[usize]| {
+        let y = to_vec64(net64.forward(x));
+        for (r, &i) in owner.iter().enumerate() {
+            for o in 0..k {
+                lo[i * k + o] = lo[i * k + o].min(y[r * k + o]);
+                hi[i * k + o] = hi[i * k + o].max(y[r * k + o]);
+            }
+        }
+    };
+    let centre = |i: usize, j: usize| x0[i * d + j] as f64;
+    let mut draw = |m: usize, corners: bool| -> (Vec<f64>, Vec<usize>) {
+        let owner: Vec<usize> = (0..m).map(|r| r % n).collect();
+        let v = owner.iter().flat_map(|&i| (0..d).map(move |j| (i, j))).map(|(i, j)| {
+            let u = rng.uniform();
+            centre(i, j) + eps * if corners { if u < 0.5 { -1.0 } else { 1.0 } } else { 2.0 * u - 1.0 }
+        });
+        (v.collect(), owner)
+    };
+    let tensor = |v: Vec<f64>, m: usize| ironbound::tensor::Tensor::<4>::from_data(ironbound::tensor::TensorData::new(v, [m, c, h, w]), (&device, DType::F64));
+    for chunk in (0..points).step_by(512) {
+        let m = 512.min(points - chunk) * n;
+        let (v, owner) = draw(m, chunk / 512 % 2 == 0);
+        record(tensor(v, m), &owner);
+    }
+    // PGD: per sample, output and direction, 4 starts of 16 steps of eps/4, kept in the box.
+    let starts = 4;
+    let m = n * k * 2 * starts;
+    let (v, _) = draw(m, false);
+    let owner: Vec<usize> = (0..m).map(|r| r / (k * 2 * starts)).collect();
+    let goal: Vec<f64> = (0..m).flat_map(|r| (0..k).map(move |o| if o == r / (2 * starts) % k { if r % 2 == 0 { 1.0 } else { -1.0 } } else { 0.0 })).collect();
+    let goal = ironbound::tensor::Tensor::<2>::from_data(ironbound::tensor::TensorData::new(goal, [m, k]), (&device, DType::F64));
+    let (box_lo, box_hi): (Vec<f64>, Vec<f64>) = owner.iter().flat_map(|&i| (0..d).map(move |j| (centre(i, j) - eps, centre(i, j) + eps))).unzip();
+    let (box_lo, box_hi) = (tensor(box_lo, m), tensor(box_hi, m));
+    let mut x = tensor(v, m);
+    for _ in 0..16 {
+        let tracked = x.clone().autodiff().require_grad();
+        let grads = (net64.forward(tracked.clone()) * goal.clone()).sum().backward();
+        let g = tracked.grad(&grads).expect("a gradient");
+        // Descend goal . y: minimise an output (goal +1) or maximise it (goal -1).
+        x = (x - g.sign() * (eps / 4.0)).max_pair(box_lo.clone()).min_pair(box_hi.clone());
+        record(x.clone(), &owner);
+    }
+    (lo, hi)
+}
+
+/// Saves a failing case so that it reproduces outside the test: the model, the inputs and the
+/// command, under `target/tmp/soundness-failures/`.
+fn save_failure(name: &str, net: &Network, x: &[f32], n: usize, eps: f64, method: Method, what: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("soundness-failures").join(format!("{}-{method}", name.replace(' ', "-")));
+    std::fs::create_dir_all(&dir).expect("failure directory");
+    ironbound::io::save_model(net, &dir.join("model.onnx")).expect("save the model");
+    let [c, h, w] = net.input_shape();
+    ironbound::io::npy::write_npy(&dir.join("x.npy"), &[n, c, h, w], x).expect("save the inputs");
+    let command = format!("ironbound bounds --model model.onnx --input x.npy --eps {eps} --method {method} --sound --out b.npz\n{what}\n");
+    std::fs::write(dir.join("README.txt"), command).expect("save the command");
+    dir
+}
+
+#[test]
+fn sweep_every_sound_bound_on_every_layer_with_pgd_points() {
+    let n = 2;
+    let cases: Vec<(String, Network, f64)> = (0..2u64)
+        .flat_map(|seed| [(format!("every layer seed {seed}"), every_layer(80 + seed), 0.05), (format!("every layer wide seed {seed}"), every_layer(90 + seed), 0.3)])
+        .collect();
+    let points = sweep_points(cases.len() * n);
+    let mut failures = Vec::new();
+    for (case, (name, net, eps)) in cases.iter().enumerate() {
+        let d: usize = net.input_shape().iter().product();
+        let x = SplitMix64::new(300 + case as u64).uniforms(n * d);
+        let (seen_lo, seen_hi) = seen_extremes(net, &x, n, *eps, points, 400 + case as u64);
+        for method in METHODS {
+            let (lo, hi) = bounds(net, &x, n, *eps, method, Mode::Sound);
+            for i in 0..lo.len() {
+                if lo[i] > seen_lo[i] + slack(seen_lo[i]) || hi[i] < seen_hi[i] - slack(seen_hi[i]) {
+                    let what = format!("entry {i}: bounds [{}, {}], float64 network reached [{}, {}]", lo[i], hi[i], seen_lo[i], seen_hi[i]);
+                    failures.push(format!("{name} {method} {what}: {}", save_failure(name, net, &x, n, *eps, method, &what).display()));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} sound bounds broken, cases saved:\n{}", failures.len(), failures.join("\n"));
+    eprintln!("sweep: every-layer networks, {} regions x {points} points plus PGD, every sound bound held", cases.len() * n);
+}
