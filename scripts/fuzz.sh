@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export IRONBOUND_FUZZ_CASES="${1:-${IRONBOUND_FUZZ_CASES:-100000}}"
-tests=(--test fuzz_readers --test torch_fuzz --test vnnlib)
+tests=(--test fuzz_readers --test torch_fuzz --test vnnlib_properties)
 cargo test -p ironbound --release "${tests[@]}" --no-run
 
 log=$(mktemp)
@@ -43,6 +43,6 @@ timed() {
         "$(grep -E '^test result' "$log" | tail -n 1)"
 }
 timed torch "3 x $IRONBOUND_FUZZ_CASES" --test torch_fuzz -- --test-threads=1
-timed vnnlib "$IRONBOUND_FUZZ_CASES" --test vnnlib fuzz_never_panics -- --test-threads=1
+timed vnnlib "$IRONBOUND_FUZZ_CASES" --test vnnlib_properties fuzz_never_panics -- --test-threads=1
 
 exit $status
