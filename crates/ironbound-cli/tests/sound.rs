@@ -1,6 +1,6 @@
 //! Float-sound certificates through the CLI: `certify` is sound by default and says so in
-//! report.json, `--fast` opts out; `bounds --sound` encloses the plain float32 bounds, closely;
-//! methods without a sound mode refuse `--sound` (one line, exit 2) and make a report unsound.
+//! report.json, `--fast` opts out; `bounds --sound` encloses the plain float32 bounds, closely,
+//! for the bound engines and the LPs alike.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -53,9 +53,13 @@ fn certify_is_sound_by_default_and_fast_says_it_is_not() {
         assert!(a <= b && b - a <= 2.0 / 30.0, "{method}: sound {a} vs fast {b}");
     }
     assert!(s["certified_accuracy"]["crown"].as_f64().unwrap() > 0.0, "the radius is small enough to certify something");
-    // The LP solvers have no float-sound mode: a report with them does not claim one.
-    let l = with(&["--method", "crown,lp-triangle"], &lp);
-    assert_eq!(l["sound"], serde_json::json!(false));
+    // The LP and MILP methods are float-sound too (dual certificates, the phase search).
+    let l = with(&["--method", "crown,lp-triangle,milp"], &lp);
+    assert_eq!(l["sound"], serde_json::json!(true));
+    for method in ["lp-triangle", "milp"] {
+        let (a, c) = (l["certified_accuracy"][method].as_f64().unwrap(), l["certified_accuracy"]["crown"].as_f64().unwrap());
+        assert!(a >= c, "{method} {a} certifies less than crown {c}");
+    }
 }
 
 #[test]
@@ -67,7 +71,7 @@ fn bounds_sound_is_the_float32_bounds_up_to_rounding() {
     ironbound::io::npy::write_npy(&x, &[4, 784], &data).unwrap();
     let read = |name: &str, extra: &[&str]| {
         let b = d.join(format!("{name}.npz"));
-        let mut args = vec!["bounds", "--model", &m, "--input", x.to_str().unwrap(), "--eps", "0.01", "--clip", "0", "1", "--method", "crown", "--out", b.to_str().unwrap()];
+        let mut args = vec!["bounds", "--model", &m, "--input", x.to_str().unwrap(), "--eps", "0.005", "--clip", "0", "1", "--method", "crown", "--out", b.to_str().unwrap()];
         args.extend_from_slice(extra);
         ok(run(&args), name);
         let get = |k: &str| ironbound::io::npy::read_f32(&b, &[k]).unwrap().data;
@@ -82,9 +86,20 @@ fn bounds_sound_is_the_float32_bounds_up_to_rounding() {
         assert!((lo[i] - slo[i]).abs() <= 1e-5 * scale && (shi[i] - hi[i]).abs() <= 1e-5 * scale, "entry {i}: sound [{}, {}] vs plain [{}, {}]", slo[i], shi[i], lo[i], hi[i]);
     }
 
-    let out = run(&["bounds", "--model", &m, "--input", x.to_str().unwrap(), "--eps", "0.01", "--method", "lp-triangle", "--sound", "--out", d.join("lp.npz").to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("float-sound") && err.trim().lines().count() == 1, "{err}");
-    assert!(!d.join("lp.npz").exists());
+    // The LPs too: sound Triangle bounds are the plain ones up to rounding, and at least as
+    // tight as sound CROWN's (seeded by it, certified by the LP duals).
+    let lp = |name: &str, extra: &[&str]| {
+        let b = d.join(format!("{name}.npz"));
+        let mut args = vec!["bounds", "--model", &m, "--input", x.to_str().unwrap(), "--eps", "0.005", "--clip", "0", "1", "--method", "lp-triangle", "--out", b.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        ok(run(&args), name);
+        let get = |k: &str| ironbound::io::npy::read_f32(&b, &[k]).unwrap().data;
+        (get("lower"), get("upper"))
+    };
+    let (llo, lhi) = lp("lp-plain", &[]);
+    let (sllo, slhi) = lp("lp-sound", &["--sound"]);
+    for i in 0..lo.len() {
+        assert!((llo[i] - sllo[i]).abs() <= 1e-5 * scale && (slhi[i] - lhi[i]).abs() <= 1e-5 * scale, "entry {i}: sound LP [{}, {}] vs plain [{}, {}]", sllo[i], slhi[i], llo[i], lhi[i]);
+        assert!(sllo[i] >= slo[i] - 1e-6 * scale && slhi[i] <= shi[i] + 1e-6 * scale, "entry {i}: sound LP [{}, {}] looser than sound CROWN [{}, {}]", sllo[i], slhi[i], slo[i], shi[i]);
+    }
 }

@@ -6,11 +6,11 @@
 //! float32 weights materialised exactly): its rounding error is ~1e-16 relative, nine orders
 //! below the float32 errors the tests are about, and the tests allow for it explicitly.
 
-use ironbound::bounds::{input_region, output_bounds, output_bounds_with_labels, sound, Interval, Method, Relaxation};
+use ironbound::bounds::{input_region, output_bounds, output_bounds_with_labels, sound, Interval, Method, Relaxation, Spec};
 use ironbound::net::init::SplitMix64;
 use ironbound::net::{NetSpec, Network, NodeSpec, OpSpec, Param};
 use ironbound::tensor::{default_device, from_vec, to_vec, to_vec64, DType};
-use ironbound::verify::lp::stages;
+use ironbound::verify::lp::{self, stages, LpRelaxation};
 
 /// Every relaxation of the engines.
 const METHODS: [Method; 10] = Method::ALL;
@@ -339,6 +339,63 @@ fn sound_bounds_hold_where_float64_arithmetic_misses_the_real_network() {
         }
     }
     assert!(plain_misses > 0, "plain float64 never missed: the test networks are not adversarial for float64");
+}
+
+/// LP bounds `[n, k]` of every output (rows [I; -I]), plain or float-sound.
+fn lp_bounds(net: &Network, x: &[f32], n: usize, eps: f64, relaxation: LpRelaxation, sound_mode: bool) -> (Vec<f64>, Vec<f64>) {
+    let device = default_device();
+    let s = net.input_shape();
+    let xt = from_vec(x.to_vec(), [n, s[0], s[1], s[2]], &device);
+    let region = if sound_mode { sound::input_region(&xt, eps, None) } else { input_region(&xt, eps, None) };
+    let k = net.num_outputs();
+    let st = stages::extract(net).expect("stages");
+    let lb = to_vec64(lp::lower_bound(net, &st, &region, &Spec::identity_pair(k, &device), relaxation, sound_mode).expect("lp"));
+    let lo = (0..n * k).map(|e| lb[(e / k) * 2 * k + e % k]).collect();
+    let hi = (0..n * k).map(|e| -lb[(e / k) * 2 * k + k + e % k]).collect();
+    (lo, hi)
+}
+
+/// The LPs on the same float-adversarial networks: float-sound Triangle and Parallelogram
+/// bounds hold against exact rational arithmetic where float64 misses (2^40 shift), and
+/// against the real network's sampled extremes where float32 misses (4096 shift, also a
+/// convnet, whose stages sum products of several layers).
+#[test]
+fn sound_lp_bounds_hold_on_float_adversarial_networks() {
+    let (n, eps) = (3, 1.0 / 128.0);
+    for seed in 0..2u64 {
+        let net = shifted_by(&shifted_by(&fc(12, 16, 4, seed), "fc1", "fc2", 2f32.powi(40)), "fc2", "fc3", 2f32.powi(40));
+        let x = grid_inputs(n, 12, 200 + seed);
+        let (exact_lo, exact_hi) = exact_extremes(&net, &x, n, eps);
+        for r in [LpRelaxation::Triangle, LpRelaxation::Parallelogram] {
+            let (lo, hi) = lp_bounds(&net, &x, n, eps, r, true);
+            for i in 0..lo.len() {
+                assert!(q(lo[i]) <= exact_lo[i] && q(hi[i]) >= exact_hi[i], "{} seed {seed} entry {i}: [{}, {}] misses the exact extremes", r.name(), lo[i], hi[i]);
+            }
+        }
+        let conv_net = shifted(&shifted(&conv(seed), "conv1", "conv2"), "conv2", "fc");
+        let x = grid_inputs(n, 64, 100 + seed);
+        let (real_lo, real_hi) = sampled_extremes(&conv_net, &x, n, eps, 64, seed);
+        let (lo, hi) = lp_bounds(&conv_net, &x, n, eps, LpRelaxation::Triangle, true);
+        for i in 0..lo.len() {
+            assert!(lo[i] <= real_lo[i] + slack(real_lo[i]) && hi[i] >= real_hi[i] - slack(real_hi[i]), "conv seed {seed} entry {i}: sound LP [{}, {}] misses real values [{}, {}]", lo[i], hi[i], real_lo[i], real_hi[i]);
+        }
+    }
+}
+
+/// On an ordinary network the sound LP bounds are the plain ones up to rounding.
+#[test]
+fn sound_lp_bounds_are_nearly_the_plain_ones_on_ordinary_inputs() {
+    let (n, eps) = (2, 0.05);
+    let net = fc(16, 20, 5, 9);
+    let x: Vec<f32> = SplitMix64::new(6).uniforms(n * 16);
+    for r in [LpRelaxation::Triangle, LpRelaxation::Parallelogram] {
+        let (lo, hi) = lp_bounds(&net, &x, n, eps, r, true);
+        let (plo, phi) = lp_bounds(&net, &x, n, eps, r, false);
+        let scale = plo.iter().chain(&phi).fold(1.0f64, |m, v| m.max(v.abs()));
+        for i in 0..lo.len() {
+            assert!((lo[i] - plo[i]).abs() <= 1e-5 * scale && (hi[i] - phi[i]).abs() <= 1e-5 * scale, "{} entry {i}: sound [{}, {}] vs plain [{}, {}]", r.name(), lo[i], hi[i], plo[i], phi[i]);
+        }
+    }
 }
 
 #[test]

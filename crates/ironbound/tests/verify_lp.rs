@@ -10,7 +10,7 @@ use ironbound::net::init::SplitMix64;
 use ironbound::net::{NetSpec, Network, NodeSpec, OpSpec};
 use ironbound::tensor::{from_vec, to_vec};
 use ironbound::verify::lp::solver::Program;
-use ironbound::verify::lp::{self, milp, stages, InputBox, Stages};
+use ironbound::verify::lp::{self, milp, phase_bab::Search, stages, InputBox, Stages};
 use ironbound::verify::{certify, CertMethod, CertifyConfig, Outcome};
 use std::time::{Duration, Instant};
 
@@ -43,11 +43,11 @@ fn a_bounds(rows: &[[f32; 2]], method: &str) -> Vec<f32> {
     let spec = Spec::new(from_vec(c, [1, rows.len(), 2], &dev()));
     let stages = stages::extract(&net).unwrap();
     match method.parse::<CertMethod>().unwrap() {
-        CertMethod::Lp(r) => to_vec(lp::lower_bound(&net, &stages, &region, &spec, r).unwrap()),
+        CertMethod::Lp(r) => to_vec(lp::lower_bound(&net, &stages, &region, &spec, r, false).unwrap()),
         CertMethod::Milp => {
             let seeds = lp::engine_bounds(&net, &stages, &region, Method::Crown, false).unwrap();
             let rows = lp::spec_rows(&spec, 1);
-            let b = milp::exact_row_bounds(&stages, &lp::boxes(&region)[0], &seeds[0], &rows[0], Instant::now() + Duration::from_secs(30)).unwrap();
+            let b = milp::exact_row_bounds(&stages, &lp::boxes(&region)[0], &seeds[0], &rows[0], Instant::now() + Duration::from_secs(30), false).unwrap();
             b.into_iter().map(|v| v as f32).collect()
         }
         other => panic!("{other}"),
@@ -137,6 +137,34 @@ fn margin_rows_f64(y: usize, k: usize) -> Vec<Vec<f64>> {
     (0..k).filter(|&j| j != y).map(|j| (0..k).map(|i| if i == y { 1.0 } else if i == j { -1.0 } else { 0.0 }).collect()).collect()
 }
 
+/// The dual bound's rounding allowance (`solver.rs`): objectives summed through values near
+/// 2^40, where the plain f64 sum of the weak-duality bound rounds above the exact minimum on
+/// many instances; the certified bound never does (checked in exact rationals).
+#[test]
+fn lp_bounds_stay_below_the_exact_minimum_where_plain_float64_sums_round_above_it() {
+    type Q = num_rational::BigRational;
+    let q = |v: f64| Q::from_float(v).expect("finite");
+    let mut naive_above = 0usize;
+    for seed in 0..100u64 {
+        let n = 40;
+        let u = SplitMix64::new(seed).uniforms(2 * n);
+        let mut p = Program::new().unwrap();
+        let (mut objective, mut exact, mut naive) = (Vec::new(), q(0.0), 0.0f64);
+        for j in 0..n {
+            // A one-point column: its term is c a, summed in the order the bound sums.
+            let a = 2f64.powi(40) + f64::from(u[2 * j]) * 1024.0;
+            let c = if j % 2 == 0 { 1.0 } else { -1.0 } * (1.0 + f64::from(u[2 * j + 1]));
+            objective.push((p.add_col(a, a).unwrap(), c));
+            exact += q(c) * q(a);
+            naive += c * a;
+        }
+        let lb = p.minimize(&objective, 0.0, None).unwrap();
+        assert!(q(lb) <= exact, "seed {seed}: bound {lb} above the exact minimum");
+        naive_above += (q(naive) > exact) as usize;
+    }
+    assert!(naive_above >= 10, "the plain sum rounded above the minimum only {naive_above} times: not adversarial");
+}
+
 #[test]
 fn milp_bounds_equal_the_activation_pattern_oracle() {
     for seed in 0..4u64 {
@@ -144,16 +172,57 @@ fn milp_bounds_equal_the_activation_pattern_oracle() {
         let st = stages::extract(&net).unwrap();
         let (x, _) = random_inputs(&net, 3, seed, -1.0, 1.0);
         let region = input_region(&x, 0.4, None);
-        let seeds = lp::engine_bounds(&net, &st, &region, Method::Crown, false).unwrap();
-        for (i, input) in lp::boxes(&region).iter().enumerate() {
-            let rows = margin_rows_f64(i % 3, 3);
-            let got = milp::exact_row_bounds(&st, input, &seeds[i], &rows, Instant::now() + Duration::from_secs(30)).unwrap();
-            for (r, c) in rows.iter().enumerate() {
-                let want = oracle_min(&st, input, c).unwrap();
-                assert!(got[r] <= want + 1e-7 && got[r] >= want - 1e-5, "seed {seed} sample {i} row {r}: milp {} vs oracle {want}", got[r]);
+        // Float-sound: HiGHS's optimum proved again by the phase search, on the outward box.
+        for sound in [false, true] {
+            let bound_region = if sound { ironbound::bounds::sound::input_region(&x, 0.4, None) } else { region.clone() };
+            let seeds = lp::engine_bounds(&net, &st, &bound_region, Method::Crown, sound).unwrap();
+            let boxes = lp::boxes(&bound_region);
+            for (i, input) in lp::boxes(&region).iter().enumerate() {
+                let rows = margin_rows_f64(i % 3, 3);
+                let got = milp::exact_row_bounds(&st, &boxes[i], &seeds[i], &rows, Instant::now() + Duration::from_secs(30), sound).unwrap();
+                for (r, c) in rows.iter().enumerate() {
+                    let want = oracle_min(&st, input, c).unwrap();
+                    assert!(got[r] <= want + 1e-7 && got[r] >= want - 1e-5, "seed {seed} sample {i} row {r} sound {sound}: milp {} vs oracle {want}", got[r]);
+                }
             }
         }
     }
+}
+
+/// The certified phase search (`phase_bab.rs`) on its own, against the oracle: it proves
+/// `c . f(x) > min - 1e-4` and finds a point with `c . f(x) <= min + 1e-4`, on boxes where the
+/// Triangle LP alone cannot prove the first (so the search branches, and closes nodes whose
+/// fixed phases contradict each other).
+#[test]
+fn phase_search_proves_just_below_the_exact_minimum_and_refutes_just_above() {
+    let mut triangle_too_weak = 0usize;
+    for seed in 0..4u64 {
+        let net = mlp(300 + seed, &[3, 5, 4, 3]);
+        let st = stages::extract(&net).unwrap();
+        let (x, _) = random_inputs(&net, 3, seed, -1.0, 1.0);
+        let region = ironbound::bounds::sound::input_region(&x, 0.5, None);
+        let seeds = lp::engine_bounds(&net, &st, &region, Method::Crown, true).unwrap();
+        for (i, input) in lp::boxes(&region).iter().enumerate() {
+            let (all, none) = (milp::all_exact(&seeds[i]), seeds[i].iter().map(|b| vec![false; b.lo.len()]).collect::<Vec<_>>());
+            for c in margin_rows_f64(i % 3, 3) {
+                let want = oracle_min(&st, input, &c).unwrap();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let prove = |mask: &[Vec<bool>], d: f64| milp::prove_again(&st, input, &seeds[i], mask, &[(c.clone(), d)], deadline).unwrap();
+                assert_eq!(prove(&all, want - 1e-4), Search::Proved, "seed {seed} sample {i} {c:?}: exact minimum {want}");
+                triangle_too_weak += (prove(&none, want - 1e-4) != Search::Proved) as usize;
+                match prove(&all, want + 1e-4) {
+                    Search::Candidate(x) => {
+                        let y = st.forward(&x);
+                        let value: f64 = c.iter().zip(&y).map(|(a, b)| a * b).sum();
+                        assert!(value <= want + 1e-4, "seed {seed} sample {i}: candidate value {value}, minimum {want}");
+                        assert!(x.iter().zip(input.lo.iter().zip(&input.hi)).all(|(v, (l, h))| l <= v && v <= h), "candidate outside the box");
+                    }
+                    other => panic!("seed {seed} sample {i} {c:?}: {other:?} although the minimum {want} is below the target"),
+                }
+            }
+        }
+    }
+    assert!(triangle_too_weak >= 5, "only {triangle_too_weak} rows needed branching: the test does not exercise the search");
 }
 
 #[test]
@@ -192,7 +261,7 @@ fn margins(net: &Network, st: &Stages, x: &ironbound::tensor::Tensor<4>, labels:
     let spec = Spec::margins(labels, net.num_outputs(), &dev()).unwrap();
     let t = match method.parse::<CertMethod>().unwrap() {
         CertMethod::Bound(m) => lower_bound(net, &region, &spec, &m.relaxation()).unwrap(),
-        CertMethod::Lp(r) => lp::lower_bound(net, st, &region, &spec, r).unwrap(),
+        CertMethod::Lp(r) => lp::lower_bound(net, st, &region, &spec, r, false).unwrap(),
         other => panic!("{other}"),
     };
     rows2(t)

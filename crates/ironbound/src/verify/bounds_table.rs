@@ -105,9 +105,6 @@ pub fn bounds_table(
     progress: &mut dyn FnMut(usize) -> Result<()>,
 ) -> Result<BoundsTable> {
     check_method(&opts.method)?;
-    if opts.sound && !opts.method.is_float_sound() {
-        return Err(Error::input(format!("method '{}' has no float-sound mode yet (--sound works with the bound engines' methods)", opts.method)));
-    }
     let shape = net.input_shape();
     let per: usize = shape.iter().product();
     let n = x.len() / per.max(1);
@@ -230,16 +227,16 @@ fn rows_lower_bound(net: &Network, stages: Option<&Stages>, region: &Interval, s
     let timeout = opts.timeout;
     match &opts.method {
         CertMethod::Bound(m) => lower_bound(net, region, spec, &m.relaxation().with_seed(opts.seed).with_sound(opts.sound)),
-        CertMethod::Lp(r) => lp::lower_bound(net, stages()?, region, spec, *r),
+        CertMethod::Lp(r) => lp::lower_bound(net, stages()?, region, spec, *r, opts.sound),
         _ => {
             let stages = stages()?;
             let n = region.lo.dims()[0];
-            let seeds = lp::engine_bounds(net, stages, region, Method::Crown, false)?;
+            let seeds = lp::engine_bounds(net, stages, region, Method::Crown, opts.sound)?;
             let boxes = lp::boxes(region);
             let rows = lp::spec_rows(spec, n);
             let bounds = (0..n)
                 .into_par_iter()
-                .map(|i| milp::exact_row_bounds(stages, &boxes[i], &seeds[i], &rows[i], Instant::now() + timeout))
+                .map(|i| milp::exact_row_bounds(stages, &boxes[i], &seeds[i], &rows[i], Instant::now() + timeout, opts.sound))
                 .collect::<Result<Vec<Vec<f64>>>>()?;
             let flat: Vec<f32> = bounds.into_iter().flatten().map(lp::round_down).collect();
             Ok(from_vec(flat, [n, spec.rows()], &region.lo.device()))

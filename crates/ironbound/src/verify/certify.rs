@@ -226,12 +226,12 @@ fn exact_policy(method: &CertMethod, stages: &Stages) -> Box<dyn Fn(&[StageBound
 /// MILP verdicts per sample (in parallel), candidates confirmed by the real network.
 fn milp_outcomes(s: &Samples, method: &CertMethod, cfg: &CertifyConfig) -> Result<Vec<Outcome>> {
     let stages = s.stages(method)?;
-    let seeds = lp::engine_bounds(s.net, stages, &s.region, Method::Crown, false)?;
-    let boxes = lp::boxes(&s.region);
+    let seeds = lp::engine_bounds(s.net, stages, &s.bound_region, Method::Crown, cfg.sound)?;
+    let boxes = lp::boxes(&s.bound_region);
     let policy = exact_policy(method, stages);
     let verdicts = (0..s.len())
         .into_par_iter()
-        .map(|i| milp::decide(stages, &boxes[i], &seeds[i], s.labels[i], &*policy, Instant::now() + cfg.timeout))
+        .map(|i| milp::decide(stages, &boxes[i], &seeds[i], s.labels[i], &*policy, Instant::now() + cfg.timeout, cfg.sound))
         .collect::<Result<Vec<Verdict>>>()?;
     let shape = s.net.input_shape();
     verdicts
@@ -273,7 +273,7 @@ fn outcomes(s: &Samples, method: &CertMethod, cfg: &CertifyConfig, stage_counts:
             let relaxation = m.relaxation().with_seed(cfg.seed).with_sound(cfg.sound);
             Ok(from_margins(lower_bound(s.net, &s.bound_region, &spec()?, &relaxation)?))
         }
-        CertMethod::Lp(r) => Ok(from_margins(lp::lower_bound(s.net, s.stages(method)?, &s.region, &spec()?, *r)?)),
+        CertMethod::Lp(r) => Ok(from_margins(lp::lower_bound(s.net, s.stages(method)?, &s.bound_region, &spec()?, *r, cfg.sound)?)),
         CertMethod::Milp | CertMethod::MilpLastLayer | CertMethod::MilpPartial { .. } => milp_outcomes(s, method, cfg),
         CertMethod::Cascade { stages, .. } => {
             let mut result = vec![Outcome::Unknown; s.len()];
@@ -413,7 +413,7 @@ pub fn certify_shard(
         clean_accuracy: frac(clean),
         certified_accuracy: outcomes.iter().map(|(k, c)| (k.clone(), frac(c.certified))).collect(),
         pgd_accuracy: pgd_robust.map(frac),
-        sound: cfg.sound && cfg.methods.iter().all(CertMethod::is_float_sound),
+        sound: cfg.sound,
         outcomes,
         cascade_stages,
         soundness_conflicts,

@@ -60,16 +60,6 @@ impl CertMethod {
         Ok(CertMethod::Cascade { name, stages })
     }
 
-    /// Whether its certificates are float-sound in float-sound mode (`bounds/sound.rs`): the
-    /// bound engines' relaxations, and cascades of them.
-    pub fn is_float_sound(&self) -> bool {
-        match self {
-            CertMethod::Bound(_) => true,
-            CertMethod::Cascade { stages, .. } => stages.iter().all(|s| s.is_float_sound()),
-            _ => false,
-        }
-    }
-
     /// Whether the method can use a per-sample time budget.
     pub fn uses_solver(&self) -> bool {
         match self {

@@ -16,7 +16,7 @@
 
 use super::bab::{self, BabResult};
 use super::falsify::{self, Conjunction, FalsifyConfig};
-use super::lp::{self, milp, solver::MilpOutcome, InputBox, ReluEncoding};
+use super::lp::{self, milp, phase_bab::Search, solver::MilpOutcome, InputBox, ReluEncoding};
 use crate::bounds::{lower_bound, sound, Interval, Method};
 use crate::error::{Error, Result};
 use crate::io::vnnlib::{Case, Property};
@@ -263,11 +263,18 @@ fn milp_search(st: &lp::Stages, tight: &mut lp::Encoding, (olo, ohi): (&[f32], &
     let left = deadline.saturating_duration_since(Instant::now());
     // The cutoff sits above 0 so that a point with t = 0 exactly (on the property's boundary,
     // a counterexample) is never pruned.
+    let goal: Vec<(Vec<f64>, f64)> = conj.rows.iter().cloned().zip(conj.rhs.iter().copied()).collect();
+    let clamp_inward = |x: Vec<f64>| -> Vec<f32> { x.iter().zip(lo.iter().zip(hi)).map(|(&v, (&l, &u))| (v as f32).clamp(l, u)).collect() };
     Ok(match enc.program.solve_milp(&[(t, 1.0)], 0.0, Some(milp::MARGIN_CUTOFF), left)? {
-        MilpOutcome::AboveCutoff => BabResult::Proved,
+        // HiGHS decides within tolerances: the certified phase search proves it again.
+        MilpOutcome::AboveCutoff => match milp::prove_again(st, &input, &tight.bounds, &milp::all_exact(&tight.bounds), &goal, deadline)? {
+            Search::Proved => BabResult::Proved,
+            Search::Candidate(x) => BabResult::Candidate(clamp_inward(x)),
+            Search::Timeout => BabResult::Timeout,
+            Search::Exhausted => BabResult::Exhausted,
+        },
         MilpOutcome::Below { point, .. } | MilpOutcome::Optimal { point, .. } => {
-            let x = enc.input_point(&point);
-            BabResult::Candidate(x.iter().zip(lo.iter().zip(hi)).map(|(&v, (&l, &u))| (v as f32).clamp(l, u)).collect())
+            BabResult::Candidate(clamp_inward(enc.input_point(&point)))
         }
         MilpOutcome::TimedOut { .. } => BabResult::Timeout,
         MilpOutcome::Failed(_) => BabResult::Exhausted,

@@ -7,10 +7,19 @@
 //!
 //! - Triangle: a >= 0, a >= z, a <= u (z - l) / (u - l) (the convex hull);
 //! - Parallelogram: a >= 0, a >= z, a <= u, a <= z - l;
-//! - Exact: a binary d with a >= 0, a >= z, a <= u d, a <= z - l (1 - d) (big-M from l, u).
+//! - Exact: a binary d with a >= 0, a >= z, a <= u d, a <= z - l (1 - d) (big-M from l, u);
+//! - Phase: the same rows with d continuous in [0, 1]. Their LP relaxation is the Triangle
+//!   again, and fixing d to 0 or 1 fixes the ReLU's phase exactly: the branching variable of
+//!   the certified phase search (`phase_bab.rs`).
+//!
+//! Every row is implied by the real-valued network (the LP bounds are float-sound when the
+//! column bounds are): an affine row is a range row as wide as its stage's radii
+//! (`Stages`), the Triangle's upper line has its intercept rounded up, and the objective's
+//! constant is lowered by the rounding of the objective's own products.
 
 use super::solver::Program;
 use super::stages::Stages;
+use crate::bounds::sound;
 use crate::error::Result;
 use std::time::Instant;
 
@@ -19,6 +28,18 @@ pub enum ReluEncoding {
     Triangle,
     Parallelogram,
     Exact,
+    Phase,
+}
+
+/// The columns of an unstable ReLU encoded with `ReluEncoding::Phase`.
+#[derive(Clone, Copy, Debug)]
+pub struct PhaseCols {
+    pub stage: usize,
+    pub neuron: usize,
+    /// Pre-activation, output, and phase (0: inactive, 1: active) columns.
+    pub z: usize,
+    pub a: usize,
+    pub d: usize,
 }
 
 /// Elementwise bounds of one stage's pre-activations.
@@ -34,6 +55,15 @@ impl StageBounds {
     }
 }
 
+/// `v` moved down (up) by more than its own rounding.
+fn down(v: f64) -> f64 {
+    v - (v.abs() * 2.0 * sound::U + sound::TINY)
+}
+
+fn up(v: f64) -> f64 {
+    v + v.abs() * 2.0 * sound::U + sound::TINY
+}
+
 pub struct Encoding<'a> {
     stages: &'a Stages,
     pub program: Program,
@@ -45,6 +75,8 @@ pub struct Encoding<'a> {
     z: Vec<usize>,
     /// Bounds of every stage added so far (tightened in place).
     pub bounds: Vec<StageBounds>,
+    /// The ReLUs encoded with `ReluEncoding::Phase`, in order.
+    pub phases: Vec<PhaseCols>,
 }
 
 impl<'a> Encoding<'a> {
@@ -52,7 +84,7 @@ impl<'a> Encoding<'a> {
     pub fn new(stages: &'a Stages, lo: &[f64], hi: &[f64]) -> Result<Encoding<'a>> {
         let mut program = Program::new()?;
         let current = lo.iter().zip(hi).map(|(&l, &h)| program.add_col(l, h).map(Some)).collect::<Result<Vec<_>>>()?;
-        Ok(Encoding { stages, program, inputs: lo.len(), current, z: Vec::new(), bounds: Vec::new() })
+        Ok(Encoding { stages, program, inputs: lo.len(), current, z: Vec::new(), bounds: Vec::new(), phases: Vec::new() })
     }
 
     /// Stages added so far.
@@ -60,11 +92,18 @@ impl<'a> Encoding<'a> {
         self.bounds.len()
     }
 
-    /// Sparse terms of affine row `row` over the current columns, and its constant.
-    fn affine_terms(&self, stage: usize, row: usize) -> (Vec<(usize, f64)>, f64) {
+    /// Sparse terms of affine row `row` over the current columns, its constant, and a bound on
+    /// how far the real network's row is from them over the columns' bounds.
+    fn affine_terms(&self, stage: usize, row: usize) -> (Vec<(usize, f64)>, f64, f64) {
         let a = &self.stages.affine[stage];
         let terms = a.rows[row].iter().filter_map(|&(i, w)| self.current[i].map(|c| (c, w))).collect();
-        (terms, a.bias[row])
+        let magnitude = |i: usize| {
+            self.current[i].map_or(0.0, |c| {
+                let (lo, hi) = self.program.col_bounds(c);
+                lo.abs().max(hi.abs())
+            })
+        };
+        (terms, a.bias[row], a.row_error(row, &magnitude))
     }
 
     /// Adds the next hidden stage's pre-activations, bounded by `bounds`.
@@ -74,10 +113,11 @@ impl<'a> Encoding<'a> {
         let mut z = Vec::with_capacity(n);
         for j in 0..n {
             let col = self.program.add_col(bounds.lo[j], bounds.hi[j])?;
-            let (mut terms, b) = self.affine_terms(k, j);
+            let (mut terms, b, err) = self.affine_terms(k, j);
             terms.iter_mut().for_each(|t| t.1 = -t.1);
             terms.push((col, 1.0));
-            self.program.add_row(terms, b, b)?;
+            let (lo, hi) = if err == 0.0 { (b, b) } else { (down(b - err), up(b + err)) };
+            self.program.add_row(terms, lo, hi)?;
             z.push(col);
         }
         self.z = z;
@@ -127,16 +167,26 @@ impl<'a> Encoding<'a> {
             self.program.add_row(vec![(a, 1.0), (z, -1.0)], 0.0, f64::INFINITY)?;
             match encoding(j) {
                 ReluEncoding::Triangle => {
-                    // a <= lambda (z - l), lambda = u / (u - l)
+                    // a <= lambda z + t, lambda = u / (u - l) rounded, t the lowest intercept
+                    // that keeps the line above the ReLU at both ends (then on all of [l, u]),
+                    // rounded up: -lambda l in exact arithmetic.
                     let lambda = u / (u - l);
-                    self.program.add_row(vec![(a, 1.0), (z, -lambda)], f64::NEG_INFINITY, -lambda * l)?;
+                    let t = up((-lambda * l).max(u - lambda * u) + 4.0 * sound::U * (lambda * l).abs().max(u.abs() + (lambda * u).abs()));
+                    self.program.add_row(vec![(a, 1.0), (z, -lambda)], f64::NEG_INFINITY, t)?;
                 }
                 ReluEncoding::Parallelogram => {
                     // a <= u is the column bound; a <= z - l
                     self.program.add_row(vec![(a, 1.0), (z, -1.0)], f64::NEG_INFINITY, -l)?;
                 }
-                ReluEncoding::Exact => {
-                    let d = self.program.add_binary()?;
+                ReluEncoding::Exact | ReluEncoding::Phase => {
+                    let d = match encoding(j) {
+                        ReluEncoding::Exact => self.program.add_binary()?,
+                        _ => {
+                            let d = self.program.add_col(0.0, 1.0)?;
+                            self.phases.push(PhaseCols { stage: k, neuron: j, z, a, d });
+                            d
+                        }
+                    };
                     // a <= u d
                     self.program.add_row(vec![(a, 1.0), (d, -u)], f64::NEG_INFINITY, 0.0)?;
                     // a <= z - l (1 - d)  <=>  a - z - l d <= -l
@@ -149,28 +199,60 @@ impl<'a> Encoding<'a> {
         Ok(())
     }
 
-    /// The objective `c . logits` over the columns feeding the last stage, and its constant.
+    /// The objective `c . logits` over the columns feeding the last stage, and its constant,
+    /// lowered so that `terms . x + constant` is at most the real network's `c . logits` on the
+    /// columns' bounds: by the last stage's radii and the rounding of the f64 products and sums
+    /// below (gamma(terms) of their absolute values).
     pub fn output_objective(&self, c: &[f64]) -> (Vec<(usize, f64)>, f64) {
         let last = self.stages.affine.len() - 1;
         debug_assert_eq!(self.depth(), last, "every hidden stage is encoded first");
         let mut acc = vec![0.0; self.program.num_cols()];
-        let mut constant = 0.0;
+        let mut abs = vec![0.0; self.program.num_cols()];
+        let (mut constant, mut constant_abs, mut slack) = (0.0, 0.0, 0.0);
+        let rows = c.iter().filter(|&&ci| ci != 0.0).count();
         for (row, &ci) in c.iter().enumerate() {
             if ci == 0.0 {
                 continue;
             }
-            let (terms, b) = self.affine_terms(last, row);
+            let (terms, b, err) = self.affine_terms(last, row);
             constant += ci * b;
+            constant_abs += (ci * b).abs();
+            slack += ci.abs() * err;
             for (col, w) in terms {
                 acc[col] += ci * w;
+                abs[col] += (ci * w).abs();
             }
         }
+        let g = sound::gamma(rows + 1);
+        let mut rounding = g * constant_abs;
+        for (j, a) in abs.iter().enumerate() {
+            if *a != 0.0 {
+                let (lo, hi) = self.program.col_bounds(j);
+                rounding += g * a * lo.abs().max(hi.abs());
+            }
+        }
+        let allowance = (slack + rounding) * (1.0 + 2.0 * sound::gamma(acc.len() + rows + 2)) + if slack + rounding > 0.0 { sound::TINY } else { 0.0 };
         let terms = acc.into_iter().enumerate().filter(|&(_, v)| v != 0.0).collect();
-        (terms, constant)
+        (terms, down(constant - allowance))
     }
 
     /// The input part of a solution's column values.
     pub fn input_point(&self, columns: &[f64]) -> Vec<f64> {
         columns[..self.inputs].to_vec()
+    }
+
+    /// The input part, clamped into the box (solver points may leave it by the feasibility
+    /// tolerance).
+    pub fn input_in_box(&self, columns: &[f64]) -> Vec<f64> {
+        (0..self.inputs)
+            .map(|j| {
+                let (lo, hi) = self.program.col_bounds(j);
+                columns[j].clamp(lo, hi)
+            })
+            .collect()
+    }
+
+    pub fn stages(&self) -> &Stages {
+        self.stages
     }
 }

@@ -6,8 +6,13 @@
 //! some for COLT's partial encodings), one program per margin, most-violated margin first, each
 //! stopped as soon as its sign is decided (a cutoff prunes every node whose bound is positive;
 //! the first negative point ends the search).
+//!
+//! HiGHS decides within tolerances; with `sound`, each of its "no point below the cutoff"
+//! answers is proved again by the certified phase search over the same binaries
+//! (`phase_bab.rs`) before a sample counts as certified.
 
 use super::encode::{ReluEncoding, StageBounds};
+use super::phase_bab::{self, Search};
 use super::solver::MilpOutcome;
 use super::{encode_fixed, encode_tightened, InputBox, Stages};
 use crate::error::Result;
@@ -51,9 +56,18 @@ fn margins(label: usize, classes: usize) -> Vec<(usize, Vec<f64>)> {
         .collect()
 }
 
+/// The float-sound proof of a MILP's answer: the phase search with a phase column where the
+/// MILP had a binary (`exact`), over the same bounds. `goal`: rows `(c, d)`, proved when some
+/// `c . f(x) > d` holds at every point of the box.
+pub fn prove_again(stages: &Stages, input: &InputBox, bounds: &[StageBounds], exact: &[Vec<bool>], goal: &[(Vec<f64>, f64)], deadline: Instant) -> Result<Search> {
+    let encoding = |k: usize, j: usize| if exact[k][j] { ReluEncoding::Phase } else { ReluEncoding::Triangle };
+    phase_bab::prove(encode_fixed(stages, input, bounds, &encoding)?, goal, deadline)
+}
+
 /// Decides one sample. `seed` are CROWN-quality bounds of every hidden stage; `deadline` bounds
-/// the whole decision (LP tightening included).
-pub fn decide(stages: &Stages, input: &InputBox, seed: &[StageBounds], label: usize, policy: ExactPolicy, deadline: Instant) -> Result<Verdict> {
+/// the whole decision (LP tightening included). With `sound` (seeds float-sound too), a
+/// `Certified` is float-sound.
+pub fn decide(stages: &Stages, input: &InputBox, seed: &[StageBounds], label: usize, policy: ExactPolicy, deadline: Instant, sound: bool) -> Result<Verdict> {
     let classes = stages.affine.last().map(|a| a.outputs()).unwrap_or(0);
     let mut lp = encode_tightened(stages, input, seed, &|_, _| ReluEncoding::Triangle, Some(deadline))?;
     let mut open: Vec<(f64, Vec<f64>)> = Vec::new();
@@ -80,13 +94,20 @@ pub fn decide(stages: &Stages, input: &InputBox, seed: &[StageBounds], label: us
             return Ok(Verdict::Timeout);
         }
         let (terms, constant) = milp.output_objective(&c);
+        let complete = exact.iter().zip(&bounds).all(|(m, b)| b.unstable().all(|j| m[j]));
         match milp.program.solve_milp(&terms, constant, Some(MARGIN_CUTOFF), left)? {
+            MilpOutcome::AboveCutoff if sound => match prove_again(stages, input, &bounds, &exact, &[(c, 0.0)], deadline)? {
+                Search::Proved => {}
+                Search::Candidate(x) if complete => return Ok(Verdict::Candidate(x)),
+                Search::Timeout => return Ok(Verdict::Timeout),
+                Search::Candidate(_) | Search::Exhausted => undecided = true,
+            },
             MilpOutcome::AboveCutoff => {}
             MilpOutcome::Below { point, .. } => {
                 let x = milp.input_point(&point);
                 // With some ReLUs relaxed the point may be spurious; only a complete
                 // encoding's point is worth a forward pass.
-                if exact.iter().zip(&bounds).all(|(m, b)| b.unstable().all(|j| m[j])) {
+                if complete {
                     return Ok(Verdict::Candidate(clamp(x, input)));
                 }
                 undecided = true;
@@ -111,8 +132,10 @@ fn clamp(mut x: Vec<f64>, input: &InputBox) -> Vec<f64> {
 
 /// Lower bounds of arbitrary rows `c . f(x)` by the complete MILP (every unstable ReLU exact,
 /// bounds tightened by the Triangle LP first): the exact minimum when HiGHS finishes within
-/// `deadline`, else the best bound it proved, and never below the LP's.
-pub fn exact_row_bounds(stages: &Stages, input: &InputBox, seed: &[StageBounds], rows: &[Vec<f64>], deadline: Instant) -> Result<Vec<f64>> {
+/// `deadline`, else the best bound it proved, and never below the LP's. With `sound` (seeds
+/// float-sound too), HiGHS's bound counts only once the phase search proves it, less a
+/// margin of 1e-6 relative; otherwise the LP's certified bound stands.
+pub fn exact_row_bounds(stages: &Stages, input: &InputBox, seed: &[StageBounds], rows: &[Vec<f64>], deadline: Instant, sound: bool) -> Result<Vec<f64>> {
     let mut lp = encode_tightened(stages, input, seed, &|_, _| ReluEncoding::Triangle, Some(deadline))?;
     let lp_bounds = rows
         .iter()
@@ -132,8 +155,17 @@ pub fn exact_row_bounds(stages: &Stages, input: &InputBox, seed: &[StageBounds],
                 return Ok(lp_bound);
             }
             let (terms, constant) = milp.output_objective(c);
-            Ok(match milp.program.solve_milp(&terms, constant, None, left)? {
-                MilpOutcome::Optimal { lower, .. } | MilpOutcome::TimedOut { lower } => lower.max(lp_bound),
+            let claimed = match milp.program.solve_milp(&terms, constant, None, left)? {
+                MilpOutcome::Optimal { lower, .. } | MilpOutcome::TimedOut { lower } if lower > lp_bound => lower,
+                _ => return Ok(lp_bound),
+            };
+            if !sound {
+                return Ok(claimed);
+            }
+            let target = claimed - 1e-6 * (1.0 + claimed.abs());
+            let all = all_exact(&bounds);
+            Ok(match prove_again(stages, input, &bounds, &all, &[(c.clone(), target)], deadline)? {
+                Search::Proved => target.max(lp_bound),
                 _ => lp_bound,
             })
         })

@@ -8,6 +8,7 @@
 
 pub mod encode;
 pub mod milp;
+pub mod phase_bab;
 pub mod solver;
 pub mod stages;
 
@@ -18,7 +19,7 @@ pub use stages::Stages;
 use crate::bounds::{intermediate, Interval, Method, Spec};
 use crate::error::Result;
 use crate::net::Network;
-use crate::tensor::{from_vec, to_vec, Tensor};
+use crate::tensor::{from_vec, to_vec, to_vec64, Tensor};
 use rayon::prelude::*;
 use std::time::Instant;
 
@@ -62,35 +63,42 @@ pub struct InputBox {
     pub hi: Vec<f64>,
 }
 
-/// The per-sample boxes of a batch region.
+/// The per-sample boxes of a batch region (of either float type: f64 holds both exactly).
 pub fn boxes(region: &Interval) -> Vec<InputBox> {
     let n = region.lo.dims()[0];
-    let (lo, hi) = (to_vec(region.lo.clone()), to_vec(region.hi.clone()));
+    let (lo, hi) = (to_vec64(region.lo.clone()), to_vec64(region.hi.clone()));
     let per = lo.len() / n.max(1);
-    (0..n)
-        .map(|i| InputBox {
-            lo: lo[i * per..(i + 1) * per].iter().map(|&v| f64::from(v)).collect(),
-            hi: hi[i * per..(i + 1) * per].iter().map(|&v| f64::from(v)).collect(),
-        })
-        .collect()
+    (0..n).map(|i| InputBox { lo: lo[i * per..(i + 1) * per].to_vec(), hi: hi[i * per..(i + 1) * per].to_vec() }).collect()
 }
 
-/// The engine's bounds on every hidden stage, per sample, widened by a rounding allowance:
-/// the engines compute in float32 and an LP column bound must not cut off a real value. With
-/// `sound` they are float-sound bounds (`bounds/sound.rs`), widened all the same.
+/// The engine's bounds on every hidden stage, per sample, widened by 1e-6 relative. With
+/// `sound` they are float-sound bounds (`bounds/sound.rs`) of the real network over `region`
+/// (which should then be `sound::input_region`'s), and widening them keeps them so; it is
+/// needed all the same, as HiGHS's dual simplex stalled on the degenerate LPs that the exact
+/// ends made. Without `sound`, float32 bounds: the widening keeps an LP column bound from
+/// cutting off a real value in practice, but proves nothing.
 pub fn engine_bounds(net: &Network, stages: &Stages, region: &Interval, method: Method, sound: bool) -> Result<Vec<Vec<StageBounds>>> {
     let inter = intermediate(net, region, &method.relaxation().with_sound(sound))?;
     let n = region.lo.dims()[0];
     let mut out = vec![Vec::with_capacity(stages.hidden()); n];
+    let mut fallback: Option<Vec<Interval>> = None;
     for &v in &stages.relu_inputs {
-        let b = inter.bounds[v].clone().unwrap_or_else(|| crate::bounds::interval::propagate(net, region)[v].clone());
-        let (lo, hi) = (to_vec(b.lo), to_vec(b.hi));
+        let b = match &inter.bounds[v] {
+            Some(b) => b.clone(),
+            None => fallback
+                .get_or_insert_with(|| match sound {
+                    true => crate::bounds::sound::propagate(&crate::bounds::sound::working_network(net), &region.cast(crate::bounds::sound::WORKING), &[]),
+                    false => crate::bounds::interval::propagate(net, region),
+                })[v]
+                .clone(),
+        };
+        let (lo, hi) = (to_vec64(b.lo), to_vec64(b.hi));
         let per = lo.len() / n.max(1);
         for (i, sample) in out.iter_mut().enumerate() {
             let range = i * per..(i + 1) * per;
-            let widen = |l: f32, h: f32| {
-                let slack = 1e-6 * (1.0 + f64::from(l).abs() + f64::from(h).abs());
-                (f64::from(l) - slack, f64::from(h) + slack)
+            let widen = |l: f64, h: f64| {
+                let slack = 1e-6 * (1.0 + l.abs() + h.abs());
+                (l - slack, h + slack)
             };
             let (l, h): (Vec<f64>, Vec<f64>) = lo[range.clone()].iter().zip(&hi[range]).map(|(&l, &h)| widen(l, h)).unzip();
             sample.push(StageBounds { lo: l, hi: h });
@@ -132,21 +140,24 @@ pub fn encode_fixed<'a>(stages: &'a Stages, input: &InputBox, bounds: &[StageBou
 /// The rows of a spec `[B, R, K]` for each of `n` samples.
 pub fn spec_rows(spec: &Spec, n: usize) -> Vec<Vec<Vec<f64>>> {
     let [b, r, k] = spec.c.dims();
-    let c = to_vec(spec.c.clone());
+    let c = to_vec64(spec.c.clone());
     (0..n)
         .map(|i| {
             let s = if b == 1 { 0 } else { i };
-            (0..r).map(|row| c[(s * r + row) * k..(s * r + row + 1) * k].iter().map(|&v| f64::from(v)).collect()).collect()
+            (0..r).map(|row| c[(s * r + row) * k..(s * r + row + 1) * k].to_vec()).collect()
         })
         .collect()
 }
 
 /// Lower bounds `[N, R]` of `spec . f(x)` over the region by the LP relaxation. Triangle's are
 /// additionally never below CROWN's and DeepZ's (the LP dominates both in exact arithmetic;
-/// taking the larger valid bound keeps that true in floating point too).
-pub fn lower_bound(net: &Network, stages: &Stages, region: &Interval, spec: &Spec, relaxation: LpRelaxation) -> Result<Tensor<2>> {
+/// taking the larger valid bound keeps that true in floating point too). With `sound` they
+/// are float-sound (over `sound::input_region`'s region): sound seeds, rows implied by the
+/// real network (`encode.rs`), and every LP bound a dual certificate evaluated with a
+/// rounding allowance (`solver.rs`).
+pub fn lower_bound(net: &Network, stages: &Stages, region: &Interval, spec: &Spec, relaxation: LpRelaxation, sound: bool) -> Result<Tensor<2>> {
     let n = region.lo.dims()[0];
-    let seeds = engine_bounds(net, stages, region, relaxation.seed(), false)?;
+    let seeds = engine_bounds(net, stages, region, relaxation.seed(), sound)?;
     let rows = spec_rows(spec, n);
     let inputs = boxes(region);
     let per_sample: Vec<Vec<f64>> = (0..n)
@@ -166,7 +177,7 @@ pub fn lower_bound(net: &Network, stages: &Stages, region: &Interval, spec: &Spe
     let mut flat: Vec<f32> = per_sample.into_iter().flatten().map(round_down).collect();
     if relaxation == LpRelaxation::Triangle {
         for method in [Method::Crown, Method::Deepz] {
-            let other = to_vec(crate::bounds::lower_bound(net, region, spec, &method.relaxation())?);
+            let other = to_vec(crate::bounds::lower_bound(net, region, spec, &method.relaxation().with_sound(sound))?);
             flat.iter_mut().zip(other).for_each(|(a, b)| *a = a.max(b));
         }
     }

@@ -120,8 +120,24 @@ impl Program {
         Ok(())
     }
 
+    /// Replaces column `j`'s bounds (the phase search fixes and releases its phase columns).
+    pub fn replace_col_bounds(&mut self, j: usize, lo: f64, hi: f64) -> Result<()> {
+        if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+            return Err(Error::internal(format!("LP column with bounds [{lo}, {hi}]")));
+        }
+        let handle = self.cols[j].handle;
+        self.model().change_column_bounds(handle, lo..=hi);
+        self.cols[j] = Column { lo, hi, handle };
+        Ok(())
+    }
+
     pub fn col_bounds(&self, j: usize) -> (f64, f64) {
         (self.cols[j].lo, self.cols[j].hi)
+    }
+
+    /// Simplex iterations before an LP counts as stalled: typical solves take a few thousand.
+    fn iteration_limit(&self) -> i32 {
+        (20 * (self.rows.len() + self.cols.len())).clamp(10_000, 1_000_000) as i32
     }
 
     /// Sets the costs, touching only the columns whose cost changes (programs are re-solved
@@ -161,14 +177,43 @@ impl Program {
         // Re-solves differ from the last one by a cost vector or a column bound: the simplex
         // warm-starts from the previous basis, which presolve would throw away.
         model.try_set_option("presolve", "off").map_err(highs_error)?;
-        let solved = model.try_solve().map_err(highs_error)?;
+        model.try_set_option("solver", "simplex").map_err(highs_error)?;
+        model.try_set_option("simplex_iteration_limit", self.iteration_limit()).map_err(highs_error)?;
+        let mut solved = model.try_solve().map_err(highs_error)?;
+        if solved.status() == HighsModelStatus::ReachedIterationLimit {
+            // The dual simplex stalls on some degenerate ReLU LPs (seen: 10^5 iterations and
+            // more on 224 rows, warm or cold); the interior point method with crossover
+            // solves them at once. The next solve goes back to the simplex.
+            tracing::debug!("LP stalled after {} simplex iterations; solving by interior point", solved.simplex_iteration_count());
+            let mut model = Model::from(solved);
+            model.try_set_option("solver", "ipm").map_err(highs_error)?;
+            solved = model.try_solve().map_err(highs_error)?;
+        }
         let solution = solved.get_solution();
         let optimal = solved.status() == HighsModelStatus::Optimal;
         let objective = solved.objective_value() + constant;
         let point = solution.columns().to_vec();
         let duals = solution.dual_rows().to_vec();
+        let ray = match solved.status() {
+            HighsModelStatus::Infeasible => dual_ray(&solved, self.rows.len()),
+            _ => None,
+        };
         self.model = Some(Model::from(solved));
+        if let Some(ray) = ray {
+            if self.proves_empty(&ray) {
+                return Ok(LpSolution { lower: f64::INFINITY, optimal: false, objective, point });
+            }
+        }
         Ok(LpSolution { lower: self.dual_bound(&c, &duals) + constant, optimal, objective, point })
+    }
+
+    /// Whether row multipliers `ray` (either sign, conventions differ) prove the program has
+    /// no point: the weak-duality bound with zero costs is positive, so 0 >= positive would
+    /// hold at any point (Farkas; the bound is the same certified sum as `dual_bound`).
+    fn proves_empty(&self, ray: &[f64]) -> bool {
+        let zero = vec![0.0; self.cols.len()];
+        let flipped: Vec<f64> = ray.iter().map(|v| -v).collect();
+        self.dual_bound(&zero, ray) > 0.0 || self.dual_bound(&zero, &flipped) > 0.0
     }
 
     /// Weak-duality bound for multipliers `y`, with a rounding allowance.
@@ -191,10 +236,11 @@ impl Program {
             }
             terms += row.terms.len() + 1;
         }
-        for (rj, col) in r.iter().zip(&self.cols) {
+        for ((rj, col), cj) in r.iter().zip(&self.cols).zip(c) {
             let v = if *rj > 0.0 { rj * col.lo } else { rj * col.hi };
             total += v;
-            magnitude += v.abs();
+            // r_j's rounding is relative to |c_j| too (r_j may cancel to ~0).
+            magnitude += v.abs() + cj.abs() * col.lo.abs().max(col.hi.abs());
         }
         terms += self.cols.len();
         // Each product and sum above rounds with relative error <= eps; their accumulated error
@@ -224,6 +270,8 @@ impl Program {
         model.try_set_option("objective_target", target).map_err(highs_error)?;
         model.try_set_option("solve_relaxation", false).map_err(highs_error)?;
         model.try_set_option("presolve", "choose").map_err(highs_error)?;
+        model.try_set_option("solver", "choose").map_err(highs_error)?;
+        model.try_set_option("simplex_iteration_limit", i32::MAX).map_err(highs_error)?;
         let solved = model.try_solve().map_err(highs_error)?;
         let status = solved.status();
         let point = || solved.get_solution().columns().to_vec();
@@ -244,6 +292,16 @@ impl Program {
         self.model = Some(Model::from(solved));
         Ok(outcome)
     }
+}
+
+/// HiGHS's dual ray of an infeasible LP (the `highs` crate does not wrap it).
+fn dual_ray(solved: &highs::SolvedModel, rows: usize) -> Option<Vec<f64>> {
+    let mut has: highs_sys::HighsInt = 0;
+    let mut ray = vec![0.0f64; rows];
+    // SAFETY: the pointer is the live HiGHS instance of `solved`; HiGHS writes one value per
+    // row into `ray`, which has exactly that many.
+    let status = unsafe { highs_sys::Highs_getDualRay(solved.as_ptr(), &mut has, ray.as_mut_ptr()) };
+    (status != highs_sys::kHighsStatusError && has != 0).then_some(ray)
 }
 
 #[cfg(test)]

@@ -1,56 +1,135 @@
-//! A sequential ReLU network as the exact affine maps between its ReLUs, in f64.
+//! A sequential ReLU network as the affine maps between its ReLUs, in f64, each entry with a
+//! rigorous radius: the real-valued map lies within it.
 //!
 //! LP and MILP encodings need each affine block as explicit sparse rows. Rather than one
-//! matrix rule per layer kind, every affine layer is materialised generically through its
-//! `AffineLayer::linear` on unit basis inputs (exact for Linear and Conv2d: each output sums
-//! one product) and its `forward` of zero (the bias); consecutive layers are multiplied out in
-//! f64, so a Normalize in front of a convolution costs no rounding worth the name.
+//! matrix rule per layer kind, every affine layer is materialised generically, in float64,
+//! through its `AffineLayer::linear` on unit basis inputs (exact for Linear and Conv2d: each
+//! output sums one product) and its `forward` of zero (the bias); consecutive layers are
+//! multiplied out in f64. A Normalize or batch norm derives its constants with a few
+//! roundings and a product of layers rounds too, so every entry and bias carries a radius
+//! (the error model of `bounds/sound.rs`: gamma(max_terms) per layer, Higham's bound for each
+//! product), and the encodings turn the radii into range rows: what the LP holds is then
+//! implied by the real network, which LP certificates need to be float-sound.
 
+use crate::bounds::sound;
 use crate::error::{Error, Result};
 use crate::net::{numel, AffineLayer, Network, Op, Shape};
-use crate::tensor::{from_vec, to_vec, Device, Tensor};
+use crate::tensor::{from_vec, to_vec64, Device, Tensor};
 
-/// Sparse rows `out = W in + b`.
+/// Sparse rows `out = W in + b`, with radii: the real map's entry is within `rad` of the
+/// f64 one, its bias within `bias_rad`.
 #[derive(Clone, Debug)]
 pub struct Affine {
     pub inputs: usize,
     /// `rows[i]` holds the non-zero `(input index, weight)` pairs of output i.
     pub rows: Vec<Vec<(usize, f64)>>,
+    /// `rad[i][t]`: the radius of `rows[i][t]`.
+    pub rad: Vec<Vec<f64>>,
     pub bias: Vec<f64>,
+    pub bias_rad: Vec<f64>,
+}
+
+/// `v` rounded up by more than the rounding error of a sum of `n` non-negative terms (the radii
+/// are themselves computed in floating point).
+fn pad(v: f64, n: usize) -> f64 {
+    v * (1.0 + 2.0 * sound::gamma(n + 2)) + sound::TINY
+}
+
+/// One entry of a product of affine maps, summed product by product in f64, with what its
+/// radius needs: the factors' radii carried through, and the rounding of the f64 sum.
+#[derive(Clone, Copy, Default)]
+struct Entry {
+    value: f64,
+    /// Sum of |products|.
+    abs: f64,
+    /// |w| rv + rw (|v| + rv) summed: the real factors' contribution.
+    carried: f64,
+    /// u |product| summed over the products that round.
+    rounding: f64,
+    terms: usize,
+}
+
+impl Entry {
+    fn add(&mut self, w: f64, rw: f64, v: f64, rv: f64) {
+        let p = w * v;
+        self.value += p;
+        self.abs += p.abs();
+        self.carried += w.abs() * rv + rw * (v.abs() + rv);
+        if w.abs() != 1.0 && v.abs() != 1.0 && p != 0.0 {
+            self.rounding += sound::U * p.abs();
+        }
+        self.terms += 1;
+    }
+
+    fn radius(&self) -> f64 {
+        let additions = sound::gamma(self.terms.saturating_sub(1)) * self.abs;
+        let r = self.carried + self.rounding + additions;
+        if r == 0.0 {
+            0.0
+        } else {
+            pad(r, 3 * self.terms)
+        }
+    }
 }
 
 impl Affine {
     fn identity(n: usize) -> Affine {
-        Affine { inputs: n, rows: (0..n).map(|i| vec![(i, 1.0)]).collect(), bias: vec![0.0; n] }
+        Affine { inputs: n, rows: (0..n).map(|i| vec![(i, 1.0)]).collect(), rad: vec![vec![0.0]; n], bias: vec![0.0; n], bias_rad: vec![0.0; n] }
+    }
+
+    /// A bound on `|real_i(x) - (W_i x + b_i)|` for every x with `|x_j| <= magnitude[j]`.
+    pub fn row_error(&self, i: usize, magnitude: &dyn Fn(usize) -> f64) -> f64 {
+        let r = &self.rad[i];
+        if self.bias_rad[i] == 0.0 && r.iter().all(|&v| v == 0.0) {
+            return 0.0;
+        }
+        let sum: f64 = self.rows[i].iter().zip(r).map(|(&(j, _), &rv)| rv * magnitude(j)).sum::<f64>() + self.bias_rad[i];
+        pad(sum, r.len() + 1)
     }
 
     pub fn outputs(&self) -> usize {
         self.rows.len()
     }
 
-    /// `self ∘ first`: the rows of `self` over the inputs of `first`.
+    /// `self ∘ first`: the rows of `self` over the inputs of `first`. With `W' = W + dW` and
+    /// `V' = V + dV` the real maps, `W'V' - WV = W dV + dW V + dW dV`; the f64 product `WV`
+    /// adds its own rounding: u per product (none by a factor of +-1, as with the identity
+    /// every stage starts from) and gamma(K - 1) times `|W||V|` for the K - 1 additions.
     fn after(&self, first: &Affine) -> Affine {
-        let mut acc = vec![0.0f64; first.inputs];
+        let n = first.inputs;
+        let mut acc = vec![Entry::default(); n];
         let mut touched: Vec<usize> = Vec::new();
-        let mut rows = Vec::with_capacity(self.rows.len());
-        let mut bias = self.bias.clone();
-        for (row, b) in self.rows.iter().zip(bias.iter_mut()) {
-            for &(k, w) in row {
-                *b += w * first.bias[k];
-                for &(j, v) in &first.rows[k] {
-                    if acc[j] == 0.0 {
+        let (mut rows, mut rads) = (Vec::with_capacity(self.rows.len()), Vec::with_capacity(self.rows.len()));
+        let (mut bias, mut bias_rad) = (Vec::with_capacity(self.rows.len()), Vec::with_capacity(self.rows.len()));
+        for i in 0..self.rows.len() {
+            let mut b = Entry::default();
+            b.add(1.0, 0.0, self.bias[i], self.bias_rad[i]);
+            for (&(k, w), &rw) in self.rows[i].iter().zip(&self.rad[i]) {
+                b.add(w, rw, first.bias[k], first.bias_rad[k]);
+                for (&(j, v), &rv) in first.rows[k].iter().zip(&first.rad[k]) {
+                    if acc[j].terms == 0 {
                         touched.push(j);
                     }
-                    acc[j] += w * v;
+                    acc[j].add(w, rw, v, rv);
                 }
             }
+            bias.push(b.value);
+            bias_rad.push(b.radius());
             touched.sort_unstable();
-            touched.dedup();
-            let out: Vec<(usize, f64)> = touched.iter().map(|&j| (j, std::mem::take(&mut acc[j]))).filter(|&(_, v)| v != 0.0).collect();
+            let (mut row, mut rad) = (Vec::with_capacity(touched.len()), Vec::with_capacity(touched.len()));
+            for &j in &touched {
+                let e = std::mem::take(&mut acc[j]);
+                let r = e.radius();
+                if e.value != 0.0 || r != 0.0 {
+                    row.push((j, e.value));
+                    rad.push(r);
+                }
+            }
             touched.clear();
-            rows.push(out);
+            rows.push(row);
+            rads.push(rad);
         }
-        Affine { inputs: first.inputs, rows, bias }
+        Affine { inputs: n, rows, rad: rads, bias, bias_rad }
     }
 
     /// `W x + b` in f64.
@@ -101,33 +180,43 @@ impl Stages {
 /// Basis vectors pushed through a layer at once (bounds the memory of the materialisation).
 const BASIS_CHUNK: usize = 256;
 
-/// The dense-then-sparse matrix of one affine layer.
+/// The dense-then-sparse matrix of one affine layer of a float64 network. `linear(e_j)` and
+/// `forward(0)` are within 2 gamma(max_terms) of their absolute values of the real layer's
+/// column and bias (the error model of `bounds/sound.rs`), which become the radii.
 fn layer_matrix(layer: &dyn AffineLayer, input: &Shape, output: &Shape, device: &Device) -> Affine {
     let (n_in, n_out) = (numel(input), numel(output));
-    let zero = Tensor::<4>::zeros([1, input[0], input[1], input[2]], device);
-    let bias: Vec<f64> = to_vec(layer.forward(zero)).into_iter().map(f64::from).collect();
-    let mut rows: Vec<Vec<(usize, f64)>> = vec![Vec::new(); n_out];
+    // (Generous for Linear and Conv2d, exact on a basis vector; the radii then cost ~1e-14.)
+    let g = 2.0 * sound::gamma(layer.max_terms(input));
+    let zero = Tensor::<4>::zeros([1, input[0], input[1], input[2]], (device, sound::WORKING));
+    let bias = to_vec64(layer.forward(zero));
+    let bias_rad = bias.iter().map(|b| if *b == 0.0 { 0.0 } else { g * b.abs() + sound::TINY }).collect();
+    let (mut rows, mut rad): (Vec<Vec<(usize, f64)>>, Vec<Vec<f64>>) = (vec![Vec::new(); n_out], vec![Vec::new(); n_out]);
     for start in (0..n_in).step_by(BASIS_CHUNK) {
         let m = BASIS_CHUNK.min(n_in - start);
         let mut basis = vec![0.0f32; m * n_in];
         for i in 0..m {
             basis[i * n_in + start + i] = 1.0;
         }
-        let cols = to_vec(layer.linear(from_vec(basis, [m, input[0], input[1], input[2]], device)));
+        let basis = from_vec(basis, [m, input[0], input[1], input[2]], device).cast(sound::WORKING);
+        let (cols, abs_cols) = (to_vec64(layer.linear(basis.clone())), to_vec64(layer.abs_linear(basis)));
         for i in 0..m {
-            for (o, &v) in cols[i * n_out..(i + 1) * n_out].iter().enumerate() {
-                if v != 0.0 {
-                    rows[o].push((start + i, f64::from(v)));
+            for o in 0..n_out {
+                let (v, a) = (cols[i * n_out + o], abs_cols[i * n_out + o]);
+                let r = if a == 0.0 { 0.0 } else { g * a + sound::TINY };
+                if v != 0.0 || r != 0.0 {
+                    rows[o].push((start + i, v));
+                    rad[o].push(r);
                 }
             }
         }
     }
-    Affine { inputs: n_in, rows, bias }
+    Affine { inputs: n_in, rows, rad, bias, bias_rad }
 }
 
 /// Splits a sequential network at its ReLUs. Residual connections are not supported by the
 /// LP encodings (an error names the node).
 pub fn extract(net: &Network) -> Result<Stages> {
+    let net = &*sound::working_network(net);
     let device = net.device().unwrap_or_else(crate::tensor::default_device);
     let n0 = numel(&net.input_shape());
     let mut affine = Vec::new();
@@ -171,7 +260,7 @@ mod tests {
     use super::*;
     use crate::net::arch;
     use crate::net::init::SplitMix64;
-    use crate::tensor::default_device;
+    use crate::tensor::{default_device, to_vec};
 
     #[test]
     fn stages_reproduce_the_forward_pass() {
