@@ -277,4 +277,42 @@ mod tests {
             }
         }
     }
+
+    /// A Normalize (1/std is not a float) in front of a linear layer, one stage of two
+    /// products: every entry and bias of the f64 stage lies within its radius of the real
+    /// map's, computed in exact rationals from the float32 parameters.
+    #[test]
+    fn stage_radii_contain_the_real_maps() {
+        use crate::net::{NetSpec, NodeSpec, OpSpec, Param};
+        type Q = num_rational::BigRational;
+        let q = |v: f64| Q::from_float(v).expect("finite");
+        let dist = |a: Q, b: Q| if a > b { a - b } else { b - a };
+        let device = default_device();
+        let node = |name: &str, op: OpSpec, input: usize| NodeSpec { name: name.into(), op, inputs: vec![input] };
+        let spec = NetSpec { input_shape: [6, 1, 1], nodes: vec![node("fc", OpSpec::Linear { in_features: 6, out_features: 4 }, 0), node("relu", OpSpec::Relu, 1), node("out", OpSpec::Linear { in_features: 4, out_features: 3 }, 2)] };
+        let std = vec![0.3081f32, 0.7, 0.1, 3.3, 0.9, 0.25];
+        let mean = vec![0.1307f32, -0.2, 0.5, 1.0, 0.0, 0.33];
+        let net = spec.with_normalize(mean.clone(), std.clone()).init(4, &device).unwrap();
+        let params = net.named_params();
+        let get = |key: &str| params.iter().find(|(k, _)| k == key).map(|(_, p)| match p {
+            Param::D1(t) => to_vec(t.clone()),
+            Param::D2(t) => to_vec(t.clone()),
+            Param::D4(t) => to_vec(t.clone()),
+        }).unwrap();
+        let (w, b) = (get("fc.weight"), get("fc.bias"));
+        let a = &extract(&net).unwrap().affine[0];
+        for o in 0..4 {
+            // The real stage: sum_j w_oj (x_j - mean_j) / std_j + b_o.
+            let mut bias = q(b[o] as f64);
+            for (t, &(j, v)) in a.rows[o].iter().enumerate() {
+                let exact = q(w[o * 6 + j] as f64) / q(std[j] as f64);
+                assert!(dist(exact, q(v)) <= q(a.rad[o][t]), "entry ({o}, {j}): {v} +- {}", a.rad[o][t]);
+            }
+            for j in 0..6 {
+                bias -= q(w[o * 6 + j] as f64) * q(mean[j] as f64) / q(std[j] as f64);
+            }
+            assert!(dist(bias.clone(), q(a.bias[o])) <= q(a.bias_rad[o]), "bias {o}: {} +- {}", a.bias[o], a.bias_rad[o]);
+            assert!(a.rad[o].iter().all(|&r| r > 0.0 && r < 1e-12), "radii of a rounding or two: {:?}", a.rad[o]);
+        }
+    }
 }
