@@ -198,11 +198,12 @@ pub fn verify(net: &Network, prop: &Property, cfg: &VerifyConfig) -> Result<Verd
     let small = crate::net::numel(&net.input_shape()) <= INPUT_SPLIT_MAX_DIMS;
     let stages = if small { None } else { Some(lp::stages::extract(net)?) };
     let mut unknown = false;
+    let mut to_prove = Vec::new();
     // The LP-tightened bounds of a case's box serve all its disjuncts.
     let mut tightened: Option<(usize, lp::Encoding)> = None;
     for (ci, lo, hi, (olo, ohi), conj) in &hard {
         let outcome = match &stages {
-            None => bab::search(net, olo, ohi, conj, deadline)?,
+            None => MilpPass::Done(bab::search(net, olo, ohi, conj, deadline)?),
             Some(st) => {
                 if tightened.as_ref().map(|t| t.0) != Some(*ci) {
                     tightened = Some((*ci, tighten(net, st, olo, ohi, deadline)?));
@@ -212,6 +213,13 @@ pub fn verify(net: &Network, prop: &Property, cfg: &VerifyConfig) -> Result<Verd
             }
         };
         let stage = if small { "bab" } else { "milp" };
+        let outcome = match outcome {
+            MilpPass::Done(outcome) => outcome,
+            MilpPass::ToProve(proof) => {
+                to_prove.push(proof);
+                continue;
+            }
+        };
         match outcome {
             BabResult::Proved => {}
             BabResult::Candidate(x) => match confirm(net, prop, &x) {
@@ -220,6 +228,22 @@ pub fn verify(net: &Network, prop: &Property, cfg: &VerifyConfig) -> Result<Verd
             },
             BabResult::Timeout => return Ok(done(Answer::Timeout, stage, None)),
             BabResult::Exhausted => unknown = true,
+        }
+    }
+    // HiGHS's "no point" answers, proved again once no disjunct has a counterexample left to
+    // find (a property with one sat disjunct among many is answered at MILP speed).
+    for proof in to_prove {
+        match milp::prove_again(stages.as_ref().unwrap_or_else(|| unreachable!("only the MILP defers")), &proof.input, &proof.bounds, &milp::all_exact(&proof.bounds), &proof.goal, deadline)? {
+            Search::Proved => {}
+            Search::Candidate(x) => {
+                let x: Vec<f32> = x.iter().zip(proof.lo.iter().zip(&proof.hi)).map(|(&v, (&l, &u))| (v as f32).clamp(l, u)).collect();
+                match confirm(net, prop, &x) {
+                    Some(cex) => return Ok(done(Answer::Sat, "milp", Some(cex))),
+                    None => unknown = true,
+                }
+            }
+            Search::Timeout => return Ok(done(Answer::Timeout, "milp", None)),
+            Search::Exhausted => unknown = true,
         }
     }
     let stage = if small { "bab" } else { "milp" };
@@ -238,19 +262,19 @@ fn tighten<'a>(net: &Network, st: &'a lp::Stages, lo: &[f32], hi: &[f32], deadli
 /// The conjunction as one MILP over the tightened bounds of the outward box: minimise t
 /// subject to `c_i . y - d_i <= t` for every row; it can hold iff the minimum is <= 0.
 /// Candidates are clamped into the inward box.
-fn milp_search(st: &lp::Stages, tight: &mut lp::Encoding, (olo, ohi): (&[f32], &[f32]), (lo, hi): (&[f32], &[f32]), conj: &Conjunction, deadline: Instant) -> Result<BabResult> {
+fn milp_search(st: &lp::Stages, tight: &mut lp::Encoding, (olo, ohi): (&[f32], &[f32]), (lo, hi): (&[f32], &[f32]), conj: &Conjunction, deadline: Instant) -> Result<MilpPass> {
     // Row bounds by LP: one provably violated row settles it; they also bound t.
     let mut t_lo = f64::NEG_INFINITY;
     for (row, &d) in conj.rows.iter().zip(&conj.rhs) {
         let (terms, constant) = tight.output_objective(row);
         let lb = tight.program.minimize(&terms, constant, None)?;
         if lb - d > 0.0 {
-            return Ok(BabResult::Proved);
+            return Ok(MilpPass::Done(BabResult::Proved));
         }
         t_lo = t_lo.max(lb - d);
     }
     if Instant::now() >= deadline {
-        return Ok(BabResult::Timeout);
+        return Ok(MilpPass::Done(BabResult::Timeout));
     }
     let input = InputBox { lo: olo.iter().map(|&v| f64::from(v)).collect(), hi: ohi.iter().map(|&v| f64::from(v)).collect() };
     let mut enc = lp::encode_fixed(st, &input, &tight.bounds, &|_, _| ReluEncoding::Exact)?;
@@ -263,20 +287,32 @@ fn milp_search(st: &lp::Stages, tight: &mut lp::Encoding, (olo, ohi): (&[f32], &
     let left = deadline.saturating_duration_since(Instant::now());
     // The cutoff sits above 0 so that a point with t = 0 exactly (on the property's boundary,
     // a counterexample) is never pruned.
-    let goal: Vec<(Vec<f64>, f64)> = conj.rows.iter().cloned().zip(conj.rhs.iter().copied()).collect();
-    let clamp_inward = |x: Vec<f64>| -> Vec<f32> { x.iter().zip(lo.iter().zip(hi)).map(|(&v, (&l, &u))| (v as f32).clamp(l, u)).collect() };
-    Ok(match enc.program.solve_milp(&[(t, 1.0)], 0.0, Some(milp::MARGIN_CUTOFF), left)? {
-        // HiGHS decides within tolerances: the certified phase search proves it again.
-        MilpOutcome::AboveCutoff => match milp::prove_again(st, &input, &tight.bounds, &milp::all_exact(&tight.bounds), &goal, deadline)? {
-            Search::Proved => BabResult::Proved,
-            Search::Candidate(x) => BabResult::Candidate(clamp_inward(x)),
-            Search::Timeout => BabResult::Timeout,
-            Search::Exhausted => BabResult::Exhausted,
-        },
+    Ok(MilpPass::Done(match enc.program.solve_milp(&[(t, 1.0)], 0.0, Some(milp::MARGIN_CUTOFF), left)? {
+        // HiGHS decides within tolerances: the certified phase search proves it again, later.
+        MilpOutcome::AboveCutoff => {
+            let goal = conj.rows.iter().cloned().zip(conj.rhs.iter().copied()).collect();
+            return Ok(MilpPass::ToProve(Proof { input, bounds: tight.bounds.clone(), goal, lo: lo.to_vec(), hi: hi.to_vec() }));
+        }
         MilpOutcome::Below { point, .. } | MilpOutcome::Optimal { point, .. } => {
-            BabResult::Candidate(clamp_inward(enc.input_point(&point)))
+            BabResult::Candidate(enc.input_point(&point).iter().zip(lo.iter().zip(hi)).map(|(&v, (&l, &u))| (v as f32).clamp(l, u)).collect())
         }
         MilpOutcome::TimedOut { .. } => BabResult::Timeout,
         MilpOutcome::Failed(_) => BabResult::Exhausted,
-    })
+    }))
+}
+
+/// A disjunct's MILP pass: decided, or HiGHS's "no point" still to be proved.
+enum MilpPass {
+    Done(BabResult),
+    ToProve(Proof),
+}
+
+/// What the phase search needs to prove a disjunct again: the outward box, its tightened
+/// bounds, the rows, and the inward box (where a counterexample is clamped).
+struct Proof {
+    input: InputBox,
+    bounds: Vec<lp::StageBounds>,
+    goal: Vec<(Vec<f64>, f64)>,
+    lo: Vec<f32>,
+    hi: Vec<f32>,
 }
