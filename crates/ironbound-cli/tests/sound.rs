@@ -69,16 +69,16 @@ fn bounds_sound_is_the_float32_bounds_up_to_rounding() {
     let x = d.join("x.npy");
     let data: Vec<f32> = (0..4 * 784).map(|i| ((i * 31) % 101) as f32 / 100.0).collect();
     ironbound::io::npy::write_npy(&x, &[4, 784], &data).unwrap();
-    let read = |name: &str, extra: &[&str]| {
+    let read = |name: &str, method: &str, extra: &[&str]| {
         let b = d.join(format!("{name}.npz"));
-        let mut args = vec!["bounds", "--model", &m, "--input", x.to_str().unwrap(), "--eps", "0.005", "--clip", "0", "1", "--method", "crown", "--out", b.to_str().unwrap()];
+        let mut args = vec!["bounds", "--model", &m, "--input", x.to_str().unwrap(), "--eps", "0.005", "--clip", "0", "1", "--method", method, "--out", b.to_str().unwrap()];
         args.extend_from_slice(extra);
         ok(run(&args), name);
         let get = |k: &str| ironbound::io::npy::read_f32(&b, &[k]).unwrap().data;
         (get("lower"), get("upper"))
     };
-    let (lo, hi) = read("plain", &[]);
-    let (slo, shi) = read("sound", &["--sound"]);
+    let (lo, hi) = read("plain", "crown", &[]);
+    let (slo, shi) = read("sound", "crown", &["--sound"]);
     // Sound mode computes in float64, so it differs from plain float32 by float32's own
     // rounding (either way), not by its error terms: at most 1e-5 of the largest bound.
     let scale = lo.iter().chain(&hi).fold(1.0f32, |m, v| m.max(v.abs()));
@@ -88,16 +88,8 @@ fn bounds_sound_is_the_float32_bounds_up_to_rounding() {
 
     // The LPs too: sound Triangle bounds are the plain ones up to rounding, and at least as
     // tight as sound CROWN's (seeded by it, certified by the LP duals).
-    let lp = |name: &str, extra: &[&str]| {
-        let b = d.join(format!("{name}.npz"));
-        let mut args = vec!["bounds", "--model", &m, "--input", x.to_str().unwrap(), "--eps", "0.005", "--clip", "0", "1", "--method", "lp-triangle", "--out", b.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        ok(run(&args), name);
-        let get = |k: &str| ironbound::io::npy::read_f32(&b, &[k]).unwrap().data;
-        (get("lower"), get("upper"))
-    };
-    let (llo, lhi) = lp("lp-plain", &[]);
-    let (sllo, slhi) = lp("lp-sound", &["--sound"]);
+    let (llo, lhi) = read("lp-plain", "lp-triangle", &[]);
+    let (sllo, slhi) = read("lp-sound", "lp-triangle", &["--sound"]);
     for i in 0..lo.len() {
         assert!((llo[i] - sllo[i]).abs() <= 1e-5 * scale && (slhi[i] - lhi[i]).abs() <= 1e-5 * scale, "entry {i}: sound LP [{}, {}] vs plain [{}, {}]", sllo[i], slhi[i], llo[i], lhi[i]);
         assert!(sllo[i] >= slo[i] - 1e-6 * scale && slhi[i] <= shi[i] + 1e-6 * scale, "entry {i}: sound LP [{}, {}] looser than sound CROWN [{}, {}]", sllo[i], slhi[i], slo[i], shi[i]);
