@@ -236,8 +236,7 @@ pub fn verify(net: &Network, prop: &Property, cfg: &VerifyConfig) -> Result<Verd
         match milp::prove_again(stages.as_ref().unwrap_or_else(|| unreachable!("only the MILP defers")), &proof.input, &proof.bounds, &milp::all_exact(&proof.bounds), &proof.goal, deadline)? {
             Search::Proved => {}
             Search::Candidate(x) => {
-                let x: Vec<f32> = x.iter().zip(proof.lo.iter().zip(&proof.hi)).map(|(&v, (&l, &u))| (v as f32).clamp(l, u)).collect();
-                match confirm(net, prop, &x) {
+                match confirm(net, prop, &clamp_inward(&x, &proof.lo, &proof.hi)) {
                     Some(cex) => return Ok(done(Answer::Sat, "milp", Some(cex))),
                     None => unknown = true,
                 }
@@ -294,11 +293,16 @@ fn milp_search(st: &lp::Stages, tight: &mut lp::Encoding, (olo, ohi): (&[f32], &
             return Ok(MilpPass::ToProve(Proof { input, bounds: tight.bounds.clone(), goal, lo: lo.to_vec(), hi: hi.to_vec() }));
         }
         MilpOutcome::Below { point, .. } | MilpOutcome::Optimal { point, .. } => {
-            BabResult::Candidate(enc.input_point(&point).iter().zip(lo.iter().zip(hi)).map(|(&v, (&l, &u))| (v as f32).clamp(l, u)).collect())
+            BabResult::Candidate(clamp_inward(&enc.input_point(&point), lo, hi))
         }
         MilpOutcome::TimedOut { .. } => BabResult::Timeout,
         MilpOutcome::Failed(_) => BabResult::Exhausted,
     }))
+}
+
+/// A solver's point as float32, clamped into the inward box.
+fn clamp_inward(x: &[f64], lo: &[f32], hi: &[f32]) -> Vec<f32> {
+    x.iter().zip(lo.iter().zip(hi)).map(|(&v, (&l, &u))| (v as f32).clamp(l, u)).collect()
 }
 
 /// A disjunct's MILP pass: decided, or HiGHS's "no point" still to be proved.

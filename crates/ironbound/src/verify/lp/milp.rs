@@ -104,11 +104,10 @@ pub fn decide(stages: &Stages, input: &InputBox, seed: &[StageBounds], label: us
             },
             MilpOutcome::AboveCutoff => {}
             MilpOutcome::Below { point, .. } => {
-                let x = milp.input_point(&point);
                 // With some ReLUs relaxed the point may be spurious; only a complete
                 // encoding's point is worth a forward pass.
                 if complete {
-                    return Ok(Verdict::Candidate(clamp(x, input)));
+                    return Ok(Verdict::Candidate(milp.input_in_box(&point)));
                 }
                 undecided = true;
             }
@@ -122,13 +121,6 @@ pub fn decide(stages: &Stages, input: &InputBox, seed: &[StageBounds], label: us
     Ok(Verdict::Certified)
 }
 
-/// Solver points may leave the box by the feasibility tolerance.
-fn clamp(mut x: Vec<f64>, input: &InputBox) -> Vec<f64> {
-    for ((v, &l), &h) in x.iter_mut().zip(&input.lo).zip(&input.hi) {
-        *v = v.clamp(l, h);
-    }
-    x
-}
 
 /// Lower bounds of arbitrary rows `c . f(x)` by the complete MILP (every unstable ReLU exact,
 /// bounds tightened by the Triangle LP first): the exact minimum when HiGHS finishes within
@@ -147,6 +139,7 @@ pub fn exact_row_bounds(stages: &Stages, input: &InputBox, seed: &[StageBounds],
     let bounds = lp.bounds.clone();
     drop(lp);
     let mut milp = encode_fixed(stages, input, &bounds, &|_, _| ReluEncoding::Exact)?;
+    let all = all_exact(&bounds);
     rows.iter()
         .zip(lp_bounds)
         .map(|(c, lp_bound)| {
@@ -163,7 +156,6 @@ pub fn exact_row_bounds(stages: &Stages, input: &InputBox, seed: &[StageBounds],
                 return Ok(claimed);
             }
             let target = claimed - 1e-6 * (1.0 + claimed.abs());
-            let all = all_exact(&bounds);
             Ok(match prove_again(stages, input, &bounds, &all, &[(c.clone(), target)], deadline)? {
                 Search::Proved => target.max(lp_bound),
                 _ => lp_bound,
