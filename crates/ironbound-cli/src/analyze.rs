@@ -325,6 +325,7 @@ fn run_connectivity(a: ConnectivityArgs) -> Result<()> {
         None => vec![ironbound::verify::CertMethod::Bound(match method {
             TrainMethod::Bound(m) => m,
             TrainMethod::Natural | TrainMethod::Pgd => ironbound::bounds::Method::Ibp,
+            TrainMethod::Colt => ironbound::bounds::Method::Deepz,
         })],
     };
     if certify.is_empty() {

@@ -21,7 +21,7 @@ fn setup() -> (Network, Tensor<4>, Vec<usize>, Tensor<2>) {
 }
 
 fn objective(method: TrainMethod, spec: SpecKind) -> Objective {
-    Objective { method, spec, l1: 0.0, pgd_steps: 3, pgd_step_fraction: 0.25, projections: 0 }
+    Objective { method, spec, l1: 0.0, pgd_steps: 3, pgd_step_fraction: 0.25, projections: 0, slopes: None, stability: None }
 }
 
 fn robust(method: TrainMethod, spec: SpecKind, beta: f64) -> f32 {

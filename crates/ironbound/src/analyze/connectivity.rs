@@ -48,7 +48,7 @@ pub struct CurveConfig {
 
 impl CurveConfig {
     fn objective(&self) -> Objective {
-        Objective { method: self.method, spec: SpecKind::Diffs, l1: 0.0, pgd_steps: 10, pgd_step_fraction: 0.25, projections: 0 }
+        Objective { method: self.method, spec: SpecKind::Diffs, l1: 0.0, pgd_steps: 10, pgd_step_fraction: 0.25, projections: 0, slopes: None, stability: None }
     }
 }
 

@@ -197,11 +197,16 @@ pub fn choose(net: &Network, bounds: &[Option<Interval>], spec: &Spec, rule: &Sl
 /// With `sound` the final pass is float-sound (`backsub.rs`); the slopes are chosen as usual.
 pub fn lower_bound(net: &Network, bounds: &[Option<Interval>], spec: &Spec, rule: &SlopeRule, sound: Option<&[Interval]>) -> Result<Tensor<2>> {
     let chosen = choose(net, bounds, spec, rule)?;
+    Ok(lower_bound_with(net, bounds, spec, &chosen, sound))
+}
+
+/// [`lower_bound`] with slopes already chosen (training reads their statistics too).
+pub fn lower_bound_with(net: &Network, bounds: &[Option<Interval>], spec: &Spec, chosen: &[ReluSlopes], sound: Option<&[Interval]>) -> Tensor<2> {
     let mut row_lines: Vec<Option<RowLines>> = vec![None; net.nodes().len()];
     for r in chosen {
         let b = bounds[net.nodes()[r.node].inputs[0]].as_ref().unwrap_or_else(|| unreachable!("slopes exist only where bounds do"));
-        row_lines[r.node] = Some(lines(b, r.slopes));
+        row_lines[r.node] = Some(lines(b, r.slopes.clone()));
     }
     let ctx = Backsub { net, bounds, lines: &row_lines, sound };
-    Ok(ctx.lower_bound(vec![(net.output_value(), spec.c.clone())], None, &|_| true))
+    ctx.lower_bound(vec![(net.output_value(), spec.c.clone())], None, &|_| true)
 }

@@ -138,6 +138,17 @@ impl Network {
         Network { input_shape: self.input_shape, nodes, shapes: self.shapes.clone() }
     }
 
+    /// [`Network::map_params`] with the index of each parameter's node.
+    pub fn map_node_params(&self, f: &mut dyn FnMut(usize, &str, super::Param) -> super::Param) -> Network {
+        let nodes = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Node { name: n.name.clone(), op: n.op.map_params(&mut |name, p| f(i, name, p)), inputs: n.inputs.clone() })
+            .collect();
+        Network { input_shape: self.input_shape, nodes, shapes: self.shapes.clone() }
+    }
+
     /// The same network behind an input normalisation `(x - mean[c]) / std[c]`, so that its
     /// inputs (and eps) are in pixel units. `mean` and `std` have one entry per input channel
     /// (or one for all); every `std` must be > 0.

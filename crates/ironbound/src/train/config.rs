@@ -4,8 +4,10 @@
 //! defaults and checks every value before any work starts, naming the key and where its
 //! value came from (file, flag or default).
 
+use super::colt;
+use super::land::{self, StabilityForm};
 use super::schedule::{LrKind, RampShape, Span};
-use crate::bounds::Method;
+use crate::bounds::{Method, SlopeRule};
 use crate::data::DatasetName;
 use crate::error::{one_line, Error, Result};
 use crate::net::{arch, NetSpec};
@@ -59,6 +61,8 @@ pub enum TrainMethod {
     Pgd,
     /// Certified training with worst-case margins from a relaxation.
     Bound(Method),
+    /// COLT's layerwise adversarial training in latent zonotopes (`colt.rs`).
+    Colt,
 }
 
 impl TrainMethod {
@@ -67,13 +71,14 @@ impl TrainMethod {
             TrainMethod::Natural => "natural",
             TrainMethod::Pgd => "pgd",
             TrainMethod::Bound(m) => m.name(),
+            TrainMethod::Colt => "colt",
         }
     }
 
     /// Methods whose robust bound mixes IBP with a tighter final pass by beta (Eq. 9 of
-    /// CROWN-IBP).
+    /// CROWN-IBP, Eq. 7 of the loss-landscape paper).
     pub fn mixes_ibp(&self) -> bool {
-        matches!(self, TrainMethod::Bound(Method::CrownIbp | Method::CapIbp))
+        matches!(self, TrainMethod::Bound(Method::CrownIbp | Method::CapIbp | Method::OneStep | Method::RandomSlope))
     }
 }
 
@@ -89,13 +94,14 @@ impl FromStr for TrainMethod {
         match s.trim().to_ascii_lowercase().as_str() {
             "natural" | "standard" | "clean" => Ok(TrainMethod::Natural),
             "pgd" | "adversarial" => Ok(TrainMethod::Pgd),
+            "colt" => Ok(TrainMethod::Colt),
             other => match other.parse::<Method>() {
                 Ok(Method::AlphaCrown) => Err(Error::input(
                     "alpha-crown optimises its slopes per input and is not a training relaxation; train with crown",
                 )),
                 Ok(m) => Ok(TrainMethod::Bound(m)),
                 Err(_) => {
-                    let names: Vec<&str> = ["natural", "pgd"]
+                    let names: Vec<&str> = ["natural", "pgd", "colt"]
                         .into_iter()
                         .chain(Method::ALL.iter().filter(|m| **m != Method::AlphaCrown).map(|m| m.name()))
                         .collect();
@@ -197,6 +203,48 @@ pub struct TrainConfig {
     #[serde(skip_serializing_if = "is_false")]
     pub log_regularizers: bool,
 
+    /// one-step and random-slope (loss-landscape paper, SPEC.md section 2): sign-gradient steps
+    /// of the slopes and their size (default: the method's preset, one step of 1 for one-step
+    /// and none for random-slope; Appendix M's multi-step variant is 7 steps of 0.1), and
+    /// binary starts with P(a = 1) = `slope_p` where |l| > |u| and `slope_q` elsewhere (Section
+    /// 5; both or neither; default: a ~ U[0, 1]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slope_steps: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slope_step_size: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slope_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slope_q: Option<f64>,
+    /// Weight of the ReLU-stability term (0: off) on the relaxation's intermediate bounds
+    /// (COLT: on the next latent layer's), in the form `tanh` (-tanh(1 + u l), Xiao et al.,
+    /// the loss-landscape paper's Appendix R; the default) or `product` (relu(-l) relu(u),
+    /// COLT's code; its default).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub relu_stability: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relu_stability_form: Option<StabilityForm>,
+
+    /// COLT (`method = "colt"`, SPEC.md section 3): the latent layers of its phases (0 = the
+    /// input, k = after the k-th ReLU), the epochs of each phase (they sum to `epochs` -
+    /// `warmup_epochs`), each phase's factors of eps_train and of the learning rate, the
+    /// epochs over which a phase's loss takes over from the previous one's, and the latent
+    /// attack's sign steps and step size (in units of the noise symbols, which lie in [-1, 1]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub colt_layers: Vec<usize>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub colt_phase_epochs: Vec<usize>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub colt_eps_factors: Vec<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub colt_lr_factors: Vec<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub colt_mix_epochs: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub colt_pgd_steps: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub colt_pgd_step: Option<f64>,
+
     /// Directory searched first for the dataset.
     pub data_dir: Option<String>,
     /// Train on the first N samples only (quick runs).
@@ -273,6 +321,19 @@ impl Default for TrainConfig {
             reg_r_weight: 0.0,
             reg_rampup_epochs: None,
             log_regularizers: false,
+            slope_steps: None,
+            slope_step_size: None,
+            slope_p: None,
+            slope_q: None,
+            relu_stability: 0.0,
+            relu_stability_form: None,
+            colt_layers: Vec::new(),
+            colt_phase_epochs: Vec::new(),
+            colt_eps_factors: Vec::new(),
+            colt_lr_factors: Vec::new(),
+            colt_mix_epochs: None,
+            colt_pgd_steps: None,
+            colt_pgd_step: None,
             pgd_step_fraction: 0.25,
             data_dir: None,
             train_n: None,
@@ -301,6 +362,8 @@ pub const KEYS: &[&str] = &[
     "beta_end", "spec", "optimizer", "lr", "momentum", "weight_decay", "l1", "grad_clip", "lr_schedule",
     "lr_milestones", "lr_milestone_steps", "lr_decay", "lr_step", "lr_step_start", "batch_size", "pgd_steps", "pgd_step_fraction", "projections",
     "reg_d_weight", "reg_r_weight", "reg_rampup_epochs", "log_regularizers",
+    "slope_steps", "slope_step_size", "slope_p", "slope_q", "relu_stability", "relu_stability_form",
+    "colt_layers", "colt_phase_epochs", "colt_eps_factors", "colt_lr_factors", "colt_mix_epochs", "colt_pgd_steps", "colt_pgd_step",
     "data_dir", "train_n", "augment", "crop_padding", "flip", "normalize", "eval_split", "holdout_fraction",
     "eval_n", "eval_batch_size", "certify_method", "eval_pgd_steps", "threads", "tensorboard",
     "landscape_every", "landscape_batches",
@@ -493,6 +556,12 @@ pub struct Resolved {
     /// and the span over which their weights grow from 0.
     pub regularizers: bool,
     pub reg_rampup: Span,
+    /// The slope rule of one-step / random-slope when a `slope_*` key changes the preset.
+    pub slopes: Option<SlopeRule>,
+    /// Weight and form of the ReLU-stability term (bound methods; COLT's is in its plan).
+    pub stability: Option<(f64, StabilityForm)>,
+    /// COLT's phases.
+    pub colt: Option<colt::Plan>,
 }
 
 impl Resolved {
@@ -574,6 +643,8 @@ impl TrainConfig {
         let warmup = c.warmup_steps.map_or(Span::Epochs(c.warmup_epochs), Span::Steps);
         let rampup = match c.rampup_steps {
             Some(s) => Span::Steps(s),
+            // COLT trains each phase at its own constant radius.
+            None if method == TrainMethod::Colt => Span::Epochs(*c.rampup_epochs.get_or_insert(0)),
             None => Span::Epochs(*c.rampup_epochs.get_or_insert((epochs - c.warmup_epochs) / 2)),
         };
         if let (Span::Epochs(w), Span::Epochs(r)) = (warmup, rampup) {
@@ -603,7 +674,7 @@ impl TrainConfig {
 
         let (k0, k1) = match method {
             TrainMethod::Natural => (1.0, 1.0),
-            TrainMethod::Pgd => (0.0, 0.0),
+            TrainMethod::Pgd | TrainMethod::Colt => (0.0, 0.0),
             TrainMethod::Bound(_) => (1.0, 0.0),
         };
         let kappa_start = *c.kappa_start.get_or_insert(k0);
@@ -619,7 +690,7 @@ impl TrainConfig {
         } else {
             for key in ["beta_start", "beta_end"] {
                 if sources.file_keys.contains(key) || sources.flags.contains_key(key) {
-                    tracing::warn!("{}: `{key}` only applies to crown-ibp and cap-ibp; ignored for {method}", sources.origin(key));
+                    tracing::warn!("{}: `{key}` only applies to crown-ibp, cap-ibp, one-step and random-slope; ignored for {method}", sources.origin(key));
                 }
             }
             c.beta_start = None;
@@ -692,8 +763,8 @@ impl TrainConfig {
         if method == TrainMethod::Pgd && c.pgd_steps == 0 {
             return Err(err("pgd_steps", "must be at least 1 for method pgd".into()));
         }
-        if c.projections > 0 && !matches!(method, TrainMethod::Bound(Method::Deepz | Method::Hbox)) {
-            return Err(err("projections", format!("random projections estimate zonotope bounds: they need method deepz or hbox, not {method}")));
+        if c.projections > 0 && !matches!(method, TrainMethod::Bound(Method::Deepz | Method::Hbox) | TrainMethod::Colt) {
+            return Err(err("projections", format!("random projections estimate zonotope bounds: they need method deepz, hbox or colt, not {method}")));
         }
         let (regularizers, reg_rampup) = resolve_regularizers(&mut c, method, warmup, rampup, epochs, &err)?;
         if !(c.pgd_step_fraction.is_finite() && c.pgd_step_fraction > 0.0) {
@@ -707,8 +778,25 @@ impl TrainConfig {
             return Err(err("holdout_fraction", format!("must lie in (0, 1), got {}", c.holdout_fraction)));
         }
 
+        let slopes = land::resolve_slopes(&c, method, &err)?;
+        let stability = land::resolve_stability(&c, method, &err)?;
+        let colt = match method {
+            TrainMethod::Colt => {
+                if c.landscape_every > 0 {
+                    return Err(err("landscape_every", "is not defined for colt (its loss has no single relaxation to measure)".into()));
+                }
+                Some(colt::resolve(&mut c, &arch, epochs, &err)?)
+            }
+            _ => {
+                colt::refuse_keys(&c, method, &err)?;
+                None
+            }
+        };
+
         let default_cert = match method {
             TrainMethod::Natural | TrainMethod::Pgd => Method::Ibp,
+            // COLT's certification starts from DeepZ (learned slopes refine it).
+            TrainMethod::Colt => Method::Deepz,
             // CROWN-IBP with beta -> 0 ends as pure IBP training: its network is certified by IBP
             // (the paradox paper's Table 2 verifies it with Box).
             TrainMethod::Bound(_) if method.mixes_ibp() && beta_end == 0.0 => Method::Ibp,
@@ -739,6 +827,9 @@ impl TrainConfig {
             lr_decay,
             regularizers,
             reg_rampup,
+            slopes,
+            stability,
+            colt,
         })
     }
 }

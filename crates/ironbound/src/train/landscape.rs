@@ -342,7 +342,7 @@ pub fn relu_states(net: &Network, x: &Tensor<4>, eps: f64, method: TrainMethod) 
     let region = input_region(x, eps, Some(CLIP));
     let relaxation = match method {
         TrainMethod::Bound(m) => m.relaxation(),
-        TrainMethod::Natural | TrainMethod::Pgd => Method::Ibp.relaxation(),
+        TrainMethod::Natural | TrainMethod::Pgd | TrainMethod::Colt => Method::Ibp.relaxation(),
     };
     let inter = intermediate(net, &region, &relaxation)?;
     let mut ibp = None;

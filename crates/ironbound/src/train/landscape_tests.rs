@@ -14,7 +14,7 @@ use crate::train::{run, EpochMetrics, Resolved, RunOptions, Silent, Sources, Tra
 use std::path::PathBuf;
 
 fn objective(method: TrainMethod) -> Objective {
-    Objective { method, spec: SpecKind::Diffs, l1: 0.0, pgd_steps: 10, pgd_step_fraction: 0.25, projections: 0 }
+    Objective { method, spec: SpecKind::Diffs, l1: 0.0, pgd_steps: 10, pgd_step_fraction: 0.25, projections: 0, slopes: None, stability: None }
 }
 
 fn probe(x: Vec<f32>, shape: [usize; 3], y: Vec<usize>, classes: usize) -> Probe {

@@ -3,7 +3,9 @@
 
 pub mod batches;
 pub mod checkpoint;
+pub mod colt;
 pub mod config;
+pub mod land;
 pub mod landscape;
 pub mod metrics;
 pub mod objective;

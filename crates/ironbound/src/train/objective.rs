@@ -11,9 +11,10 @@
 //! ("the first stage", while the CROWN-IBP bound is in the loss).
 
 use super::config::{SpecKind, TrainMethod};
+use super::land::{self, SlopeCounts, StabilityForm};
 use crate::bounds::zonotope::{self, Projections};
 use crate::bounds::regularizers::{self, Tightness};
-use crate::bounds::{final_pass, input_region, intermediate, mixed_lower_bound, Engine, Intermediate, Interval, LowerLine, Method, Spec};
+use crate::bounds::{final_pass, input_region, intermediate, mixed_lower_bound, slopes, Engine, Intermediate, Interval, LowerLine, Method, Relaxation, SlopeRule, Spec};
 use crate::error::{Error, Result};
 use crate::loss::{cross_entropy, robust_cross_entropy};
 use crate::net::{Network, Param, ReluLower};
@@ -32,6 +33,11 @@ pub struct Objective {
     pub pgd_step_fraction: f64,
     /// Cauchy random projections per noise source for DeepZ/hBox (0: exact bounds).
     pub projections: usize,
+    /// The slope rule of one-step and random-slope in place of their presets (multi-step,
+    /// p/q starts: `slope_*` keys).
+    pub slopes: Option<SlopeRule>,
+    /// Weight and form of the ReLU-stability term on the relaxation's intermediate bounds.
+    pub stability: Option<(f64, StabilityForm)>,
 }
 
 /// The pieces of one step's loss (scalars as tensors, still attached to the graph).
@@ -43,6 +49,16 @@ pub struct LossParts {
     /// The batch means of `sum_t d_t` and `sum_t r_t` (detached), when they were computed.
     pub reg_d: Option<Tensor<1>>,
     pub reg_r: Option<Tensor<1>>,
+    pub extras: Extras,
+}
+
+/// What a robust bound computed besides itself.
+#[derive(Default)]
+pub struct Extras {
+    /// The slopes' choices (one-step, random-slope).
+    pub slopes: Option<SlopeCounts>,
+    /// The ReLU-stability loss before its weight (attached to the graph).
+    pub stability: Option<Tensor<1>>,
 }
 
 /// This step's weights of the tightness regularizers.
@@ -81,10 +97,27 @@ impl Objective {
     /// drives this step's randomness (PGD random start, random projections, random slopes).
     #[allow(clippy::too_many_arguments)]
     pub fn robust(&self, tracked: &Network, plain: &Network, x: &Tensor<4>, y: &[usize], one_hot: &Tensor<2>, eps: f64, beta: f64, seed: u64) -> Result<Tensor<1>> {
+        Ok(self.robust_with_extras(tracked, plain, x, y, one_hot, eps, beta, seed)?.0)
+    }
+
+    /// The training relaxation of `method` with this step's seed (and the configured slopes).
+    pub fn relaxation(&self, method: Method, seed: u64) -> Relaxation {
+        let r = method.relaxation();
+        let r = match (self.slopes, r.final_lower) {
+            (Some(rule), LowerLine::Sampled(_)) => Relaxation { final_lower: LowerLine::Sampled(rule), ..r },
+            _ => r,
+        };
+        r.with_seed(seed)
+    }
+
+    /// [`Objective::robust`] and what it found on the way.
+    #[allow(clippy::too_many_arguments)]
+    fn robust_with_extras(&self, tracked: &Network, plain: &Network, x: &Tensor<4>, y: &[usize], one_hot: &Tensor<2>, eps: f64, beta: f64, seed: u64) -> Result<(Tensor<1>, Extras)> {
         let device: Device = x.device();
         let k = tracked.num_outputs();
+        let plain_loss = |t: Tensor<1>| (t, Extras::default());
         match self.method {
-            TrainMethod::Natural => Ok(cross_entropy(tracked.forward(x.clone()), one_hot.clone())),
+            TrainMethod::Natural => Ok(plain_loss(cross_entropy(tracked.forward(x.clone()), one_hot.clone()))),
             TrainMethod::Pgd => {
                 let cfg = PgdConfig {
                     steps: self.pgd_steps,
@@ -95,8 +128,9 @@ impl Objective {
                 };
                 let region = input_region(x, eps, Some(CLIP));
                 let x_adv = if eps > 0.0 { pgd::attack(plain, x, y, &region, eps, &cfg) } else { x.clone() };
-                Ok(cross_entropy(tracked.forward(x_adv.detach()), one_hot.clone()))
+                Ok(plain_loss(cross_entropy(tracked.forward(x_adv.detach()), one_hot.clone())))
             }
+            TrainMethod::Colt => Err(Error::internal("colt's loss is train::colt::loss, not a robust bound")),
             TrainMethod::Bound(method) => {
                 let spec = match self.spec {
                     SpecKind::Diffs => Spec::margins(y, k, &device)?,
@@ -105,15 +139,19 @@ impl Objective {
                 };
                 let region = input_region(x, eps, Some(CLIP));
                 let beta = if self.method.mixes_ibp() { beta } else { 1.0 };
-                let lb = if self.projections > 0 {
-                    projected_lower_bound(tracked, &region, &spec, method, Projections { count: self.projections, seed })?
+                let relaxation = self.relaxation(method, seed);
+                let (lb, extras) = if self.projections > 0 {
+                    (projected_lower_bound(tracked, &region, &spec, method, Projections { count: self.projections, seed })?, Extras::default())
+                } else if self.stability.is_some() || matches!(relaxation.final_lower, LowerLine::Sampled(_)) {
+                    self.lower_bound_with_extras(tracked, &region, &spec, &relaxation, beta)?
                 } else {
-                    mixed_lower_bound(tracked, &region, &spec, &method.relaxation().with_seed(seed), beta)?
+                    (mixed_lower_bound(tracked, &region, &spec, &relaxation, beta)?, Extras::default())
                 };
-                Ok(match self.spec {
+                let loss = match self.spec {
                     SpecKind::Diffs => robust_cross_entropy(lb),
                     SpecKind::Eye => eye_loss(lb, one_hot.clone()),
-                })
+                };
+                Ok((loss, extras))
             }
         }
     }
@@ -138,19 +176,59 @@ impl Objective {
                 return self.loss_with_tightness(tracked, x, y, logits, natural, eps, kappa, beta, seed, method, reg);
             }
         }
-        let (mut total, robust) = if natural_only || kappa >= 1.0 {
-            (natural.clone(), None)
+        let (mut total, robust, extras) = if natural_only || kappa >= 1.0 {
+            (natural.clone(), None, Extras::default())
         } else if kappa <= 0.0 {
-            let r = self.robust(tracked, plain, x, y, one_hot, eps, beta, seed)?;
-            (r.clone(), Some(r))
+            let (r, extras) = self.robust_with_extras(tracked, plain, x, y, one_hot, eps, beta, seed)?;
+            (r.clone(), Some(r), extras)
         } else {
-            let r = self.robust(tracked, plain, x, y, one_hot, eps, beta, seed)?;
-            (natural.clone() * kappa + r.clone() * (1.0 - kappa), Some(r))
+            let (r, extras) = self.robust_with_extras(tracked, plain, x, y, one_hot, eps, beta, seed)?;
+            (natural.clone() * kappa + r.clone() * (1.0 - kappa), Some(r), extras)
         };
+        if let (Some((weight, _)), Some(rs)) = (self.stability, &extras.stability) {
+            total = total + rs.clone() * weight;
+        }
         if self.l1 > 0.0 {
             total = total + l1_norm(tracked) * self.l1;
         }
-        Ok(LossParts { total, natural, robust, logits, reg_d: None, reg_r: None })
+        Ok(LossParts { total, natural, robust, logits, reg_d: None, reg_r: None, extras })
+    }
+
+    /// The robust lower bound as `mixed_lower_bound` computes it, from intermediate bounds
+    /// computed here so that the ReLU-stability term and the slopes' statistics can read them.
+    fn lower_bound_with_extras(&self, net: &Network, region: &Interval, spec: &Spec, relaxation: &Relaxation, beta: f64) -> Result<(Tensor<2>, Extras)> {
+        let inter = intermediate(net, region, relaxation)?;
+        let stability = match self.stability {
+            Some((_, form)) => land::stability_loss(net, &inter.bounds, form),
+            None => None,
+        };
+        let again = |i: &Intermediate| Intermediate { bounds: i.bounds.clone(), output_zonotope: i.output_zonotope.clone() };
+        let ibp_lb = if beta < 1.0 {
+            let ibp = Method::Ibp.relaxation();
+            let ibp_inter = match relaxation.intermediate {
+                Engine::Interval => Intermediate { bounds: inter.bounds.clone(), output_zonotope: None },
+                _ => intermediate(net, region, &ibp)?,
+            };
+            Some(final_pass(net, region, spec, &ibp, ibp_inter)?)
+        } else {
+            None
+        };
+        let (lb, slopes) = match relaxation.final_lower {
+            LowerLine::Sampled(rule) if beta > 0.0 => {
+                let chosen = slopes::choose(net, &inter.bounds, spec, &rule)?;
+                let counts = SlopeCounts::of(net, &inter.bounds, &chosen);
+                (Some(slopes::lower_bound_with(net, &inter.bounds, spec, &chosen, None)), Some(counts))
+            }
+            _ if beta > 0.0 => (Some(final_pass(net, region, spec, relaxation, again(&inter))?), None),
+            _ => (None, None),
+        };
+        let lb = match (ibp_lb, lb) {
+            (Some(i), Some(m)) => i * (1.0 - beta) + m * beta,
+            (Some(i), None) => i,
+            (None, Some(m)) => m,
+            (None, None) => unreachable!("beta < 1 or beta > 0"),
+        };
+        Ok((lb, Extras { slopes, stability }))
     }
 
     /// The loss with the regularizers: the robust bound and d, r from one computation of the
@@ -191,7 +269,7 @@ impl Objective {
         if self.l1 > 0.0 {
             total = total + l1_norm(tracked) * self.l1;
         }
-        Ok(LossParts { total, natural, robust, logits, reg_d: Some(d.detach()), reg_r: Some(r.detach()) })
+        Ok(LossParts { total, natural, robust, logits, reg_d: Some(d.detach()), reg_r: Some(r.detach()), extras: Extras::default() })
     }
 
     /// The margins' robust lower bound (as [`Objective::robust`] computes it) and the tightness

@@ -123,6 +123,17 @@ impl Optimizer {
         net.map_params(&mut |name, p| if is_trainable(name) { p.plain().require_grad() } else { p })
     }
 
+    /// [`Optimizer::track`] for the nodes from `first` on; the parameters of the nodes before
+    /// stay plain, so they get no gradient and `apply` leaves them bit for bit (COLT's frozen
+    /// layers).
+    pub fn track_from(&self, net: &Network, first: usize) -> Network {
+        net.map_node_params(&mut |node, name, p| match (is_trainable(name), node >= first) {
+            (true, true) => p.plain().require_grad(),
+            (true, false) => p.plain(),
+            (false, _) => p,
+        })
+    }
+
     /// One update from the gradients of a loss computed on `tracked`; returns plain weights.
     pub fn step(&mut self, tracked: &Network, grads: &Gradients) -> Result<Network> {
         self.step_scaled(tracked, grads, 1.0)

@@ -4,7 +4,9 @@
 
 use super::batches::{self, Augment, Stream, TrainData};
 use super::checkpoint::{self, CheckpointMeta};
+use super::colt;
 use super::config::{Resolved, TrainConfig, TrainMethod};
+use super::land::SlopeCounts;
 use super::metrics::{self, EpochMetrics};
 use super::landscape::Probe;
 use super::objective::{Objective, RegWeights, CLIP};
@@ -221,7 +223,16 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
         d_weight: c.reg_d_weight,
         r_weight: c.reg_r_weight,
     };
-    let objective = Objective { method: r.method, spec: c.spec, l1: c.l1, pgd_steps: c.pgd_steps, pgd_step_fraction: c.pgd_step_fraction, projections: c.projections };
+    let objective = Objective {
+        method: r.method,
+        spec: c.spec,
+        l1: c.l1,
+        pgd_steps: c.pgd_steps,
+        pgd_step_fraction: c.pgd_step_fraction,
+        projections: c.projections,
+        slopes: r.slopes,
+        stability: r.stability,
+    };
     let augment = c.augment.then_some(Augment { padding: c.crop_padding, flip: c.flip });
     let shape = data.train.shape;
     let k = r.dataset.num_classes();
@@ -257,20 +268,45 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
         let mut values = ramp.at(global_step);
         let (mut reg_d_sum, mut reg_r_sum, mut reg_batches) = (0.0f64, 0.0f64, 0usize);
         let mut reg = RegWeights::OFF;
+        let mut side = SideSums::default();
+        let mut colt_step = None;
         for (b, idx) in order.chunks(bs).enumerate() {
             values = ramp.at(global_step);
             let (lambda, gamma) = reg_schedule.at(global_step);
             reg = RegWeights { d: lambda, r: gamma, measure: r.regularizers };
             opt.lr = lr_schedule.at(epoch, global_step);
+            colt_step = r.colt.as_ref().and_then(|plan| plan.at(epoch, b, steps_per_epoch));
+            if let (Some(plan), Some(at)) = (&r.colt, colt_step) {
+                let phase = &plan.phases[at.index];
+                if epoch == phase.start_epoch && b == 0 {
+                    // Each phase trains other layers: a fresh optimiser (the published code's).
+                    opt = new_optimizer(c);
+                }
+                let start_step = (phase.start_epoch * steps_per_epoch) as u64;
+                opt.lr = lr_schedule.at(epoch - phase.start_epoch, global_step - start_step) * phase.lr_factor;
+                values.eps *= phase.eps_factor;
+            }
             let (pixels, y) = batches::gather(&data.train, idx, augment.as_ref().map(|a| (a, &mut aug_rng)));
             let x = from_vec(pixels, [idx.len(), shape[0], shape[1], shape[2]], &device);
             let shard = |j: usize, rows: Range<usize>| -> Result<ShardStep> {
                 let weight = rows.len() as f64 / idx.len() as f64;
                 let xs = x.clone().slice([rows.clone(), 0..shape[0], 0..shape[1], 0..shape[2]]);
                 let ys = &y[rows];
-                let tracked = opt.track(&net);
                 let step_seed = batches::step_seed(c.seed, global_step).wrapping_add(j as u64);
-                let parts = objective.loss_with(&tracked, &net, &xs, ys, &one_hot(ys, k, &device), values.eps, values.kappa, values.beta, values.warmup, step_seed, reg)?;
+                let targets = one_hot(ys, k, &device);
+                let (tracked, parts) = match (&r.colt, colt_step) {
+                    (Some(plan), Some(at)) if !values.warmup => {
+                        let frozen = colt::latent_value(&net, plan.phases[at.index].latent)?;
+                        let tracked = opt.track_from(&net, frozen);
+                        let parts = colt::loss(plan, &tracked, &xs, &targets, values.eps, values.kappa, c.l1, at, step_seed)?;
+                        (tracked, parts)
+                    }
+                    _ => {
+                        let tracked = opt.track(&net);
+                        let parts = objective.loss_with(&tracked, &net, &xs, ys, &targets, values.eps, values.kappa, values.beta, values.warmup, step_seed, reg)?;
+                        (tracked, parts)
+                    }
+                };
                 let scalar = |t: &crate::tensor::Tensor<1>| weight * f64::from(t.clone().into_scalar::<f32>());
                 let preds = predictions(parts.logits.clone().detach().without_autodiff());
                 let total = if weight == 1.0 { parts.total.clone() } else { parts.total.clone() * weight };
@@ -280,6 +316,8 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
                     robust: parts.robust.as_ref().map(scalar),
                     reg_d: parts.reg_d.as_ref().map(scalar),
                     reg_r: parts.reg_r.as_ref().map(scalar),
+                    slopes: parts.extras.slopes,
+                    stability: parts.extras.stability.as_ref().map(scalar),
                     correct: preds.iter().zip(ys).filter(|(p, t)| p == t).count(),
                     grads: gradients(&tracked, &total.backward()),
                 })
@@ -308,6 +346,7 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
                 reg_r_sum += rr;
                 reg_batches += 1;
             }
+            side.add(step.slopes, step.stability);
             correct += step.correct;
             let scale = match c.grad_clip {
                 Some(max) => (max / (grad_norm(&step.grads) + 1e-6)).min(1.0),
@@ -322,13 +361,19 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
             }
         }
         let train_seconds = t0.elapsed().as_secs_f64();
-        let extra = match &probe {
+        let mut extra = match &probe {
             Some(p) if p.due(epoch + 1) => {
                 let v = StepValues { eps: if values.warmup { 0.0 } else { values.eps }, ..values };
                 p.measure(&net, &objective, &v, opt.lr, epoch)?.keys()
             }
             _ => Default::default(),
         };
+        extra.extend(side.keys());
+        if let (Some(plan), Some(at)) = (&r.colt, colt_step) {
+            extra.insert("colt_phase".into(), (at.index + 1).into());
+            extra.insert("colt_latent_layer".into(), plan.phases[at.index].latent.into());
+            extra.insert("colt_mix".into(), at.mix.into());
+        }
 
         progress.eval_start(eval_labels.len());
         let (report, _) = certify(&net, &data.eval.images, &eval_labels, &cert_cfg, &device, &mut |done| progress.eval_step(done))?;
@@ -402,8 +447,40 @@ struct ShardStep {
     robust: Option<f64>,
     reg_d: Option<f64>,
     reg_r: Option<f64>,
+    slopes: Option<SlopeCounts>,
+    stability: Option<f64>,
     correct: usize,
     grads: ParamGrads,
+}
+
+/// Per-epoch sums of what some methods measure besides their loss.
+#[derive(Default)]
+struct SideSums {
+    slopes: Option<SlopeCounts>,
+    stability: f64,
+    stability_steps: usize,
+}
+
+impl SideSums {
+    fn add(&mut self, slopes: Option<SlopeCounts>, stability: Option<f64>) {
+        if let Some(s) = slopes {
+            self.slopes = Some(self.slopes.unwrap_or_default().add(s));
+        }
+        if let Some(v) = stability {
+            self.stability += v;
+            self.stability_steps += 1;
+        }
+    }
+
+    /// `slopes_*` (LAND's slope choices and unstable ratio) and `relu_stability_loss` (the mean
+    /// of the term before its weight over the steps that computed it).
+    fn keys(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        let mut m = self.slopes.map(|s| s.keys()).unwrap_or_default();
+        if self.stability_steps > 0 {
+            m.insert("relu_stability_loss".into(), (self.stability / self.stability_steps as f64).into());
+        }
+        m
+    }
 }
 
 impl ShardStep {
@@ -415,6 +492,8 @@ impl ShardStep {
             robust,
             reg_d: parts.iter().map(|p| p.reg_d).sum::<Option<f64>>(),
             reg_r: parts.iter().map(|p| p.reg_r).sum::<Option<f64>>(),
+            slopes: parts.iter().filter_map(|p| p.slopes).reduce(SlopeCounts::add),
+            stability: parts.iter().map(|p| p.stability).sum::<Option<f64>>(),
             correct: parts.iter().map(|p| p.correct).sum(),
             grads: sum_gradients(parts.into_iter().map(|p| p.grads).collect()),
         }
