@@ -156,3 +156,19 @@ def test_seed_and_labels_errors(cli, models, tmp_path):
         m.bounds(inputs(2), 0.1, method="random-slope", seed=1.5)
     np.save(tmp_path / "x.npy", inputs(2))
     assert cli.error("bounds", "--model", models["fc-small.onnx"], "--input", tmp_path / "x.npy", "--eps", "0.1", "--method", "one-step", "--out", tmp_path / "b.npz").startswith("--method one-step needs --labels")
+
+
+@pytest.mark.parametrize("method", ["deepz", "crown", "crown-ibp"])
+def test_regularizers_equal_cli_bit_for_bit(cli, models, tmp_path, method):
+    x = inputs(5, seed=9)
+    y = np.array([3, 1, 4, 1, 5], dtype=np.int64)
+    m = ironbound.load(models["fc-small.onnx"])
+    py = m.bounds(x, 0.03, method=method, labels=y, clip=(0.0, 1.0), regularizers=True)
+    assert_same(py, cli.bounds(models["fc-small.onnx"], x, 0.03, method, tmp_path, labels=y, clip=(0.0, 1.0), extra=("--regularizers",)))
+    assert py["reg_d"].shape == (5, 10) and np.all(py["reg_d"][np.arange(5), y] == 0)
+    # Without the flag the dict has no regularizers; without labels it is an error, as in the CLI.
+    assert "reg_d" not in m.bounds(x, 0.03, method=method, labels=y)
+    with pytest.raises(ValueError, match="labels"):
+        m.bounds(x, 0.03, method=method, regularizers=True)
+    with pytest.raises(ValueError, match="regularizers"):
+        m.bounds(x, 0.03, method="ibp", labels=y, regularizers=True)

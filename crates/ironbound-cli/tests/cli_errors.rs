@@ -409,3 +409,28 @@ fn certify_never_counts_an_overflowed_margin_as_certified() {
         assert_eq!(v["certified_accuracy"][m].as_f64(), Some(0.0), "{m}: a NaN margin is not > 0: {v}");
     }
 }
+
+/// The training methods' bad keys in a config file: one line naming the key and the file,
+/// exit 2, before any training (no output directory).
+#[test]
+fn bad_training_method_keys_in_a_config_file_are_one_line_errors() {
+    let dir = workdir("method-keys");
+    let cases = [
+        ("deepz", "reg_d_weight = -1.0", "reg_d_weight"),
+        ("colt", "colt_layers = [0, 5]", "colt_layers"),
+        ("one-step", "slope_p = 1.5\nslope_q = 0.5", "slope_p"),
+        ("random-slope", "slope_q = -0.5\nslope_p = 0.5", "slope_q"),
+        ("crown", "slope_steps = 3", "slope_steps"),
+        ("ibp", "colt_pgd_steps = 3", "colt_pgd_steps"),
+    ];
+    for (i, (method, keys, needle)) in cases.iter().enumerate() {
+        let config = dir.join(format!("c{i}.toml"));
+        let text = format!("dataset = \"fashion-mnist\"\narch = \"fc-small\"\nmethod = \"{method}\"\neps = 0.1\nepochs = 2\n{keys}\n");
+        std::fs::write(&config, text).unwrap();
+        let out_dir = dir.join(format!("run{i}"));
+        let out = run(&["train", "--config", config.to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
+        assert_bad_input(&out, &format!("`{needle}`"));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(config.to_str().unwrap()), "{method}: the file is not named");
+        assert!(!out_dir.exists(), "{method}: {} was created", out_dir.display());
+    }
+}

@@ -63,7 +63,9 @@ fn matrix(py: Python<'_>, values: Vec<f32>, n: usize, k: usize) -> PyResult<Boun
 impl Model {
     /// Bounds over the l-infinity ball of radius `eps` around each row of `x` (intersected
     /// with `clip`), exactly what `ironbound bounds` writes for the same arguments.
-    #[pyo3(signature = (x, eps, method = "crown", labels = None, clip = None, timeout = None, batch_size = DEFAULT_BATCH_SIZE, seed = 0, sound = false))]
+    /// With `regularizers=True` (and labels) the dict also holds `reg_d` and `reg_r` `[n, k]`, the
+    /// tightness regularizers of each margin row, as `ironbound bounds --regularizers` writes.
+    #[pyo3(signature = (x, eps, method = "crown", labels = None, clip = None, timeout = None, batch_size = DEFAULT_BATCH_SIZE, seed = 0, sound = false, regularizers = false))]
     #[allow(clippy::too_many_arguments)] // the CLI's flags, one keyword each
     fn bounds<'py>(
         &self,
@@ -77,6 +79,7 @@ impl Model {
         batch_size: usize,
         seed: u64,
         sound: bool,
+        regularizers: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         // The CLI's order of checks, so that the first problem reported is the same.
         let method: CertMethod = method.parse().map_err(py_err)?;
@@ -84,6 +87,12 @@ impl Model {
         if let (CertMethod::Bound(m), None) = (&method, &labels) {
             if m.needs_labels() {
                 return Err(py_err(Error::input(format!("method {m} needs labels: its slopes descend the robust loss of the margins f_y - f_j"))));
+            }
+        }
+        if regularizers {
+            bounds_table::regularizers_method(&method).map_err(py_err)?;
+            if labels.is_none() {
+                return Err(py_err(Error::input("regularizers=True needs labels: d and r are defined per margin row f_y - f_j")));
             }
         }
         let timeout = crate::timeout(timeout, DEFAULT_TIMEOUT)?;
@@ -96,13 +105,25 @@ impl Model {
         };
         let opts = BoundsOptions { clip, timeout, batch_size, seed, sound, ..BoundsOptions::new(eps, method) };
         let mut stop = Interrupt::default();
-        let result = py.detach(|| bounds_table::bounds_table(&self.net, data, ys.as_deref(), &opts, &default_device(), &mut |_| stop.check_signals()));
-        let table = stop.finish(result)?;
+        let result = py.detach(|| {
+            let device = default_device();
+            let table = bounds_table::bounds_table(&self.net, data, ys.as_deref(), &opts, &device, &mut |_| stop.check_signals())?;
+            let regs = match (&ys, regularizers) {
+                (Some(ys), true) => Some(bounds_table::regularizers_table(&self.net, data, ys, &opts, &device, &mut |_| stop.check_signals())?),
+                _ => None,
+            };
+            Ok((table, regs))
+        });
+        let (table, regs) = stop.finish(result)?;
         let out = PyDict::new(py);
         out.set_item("lower", matrix(py, table.lower, table.n, table.k)?)?;
         out.set_item("upper", matrix(py, table.upper, table.n, table.k)?)?;
         if let Some(m) = table.margin_lower {
             out.set_item("margin_lower", matrix(py, m, table.n, table.k)?)?;
+        }
+        if let Some((d, r)) = regs {
+            out.set_item("reg_d", matrix(py, d, table.n, table.k)?)?;
+            out.set_item("reg_r", matrix(py, r, table.n, table.k)?)?;
         }
         Ok(out)
     }

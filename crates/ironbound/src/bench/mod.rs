@@ -10,6 +10,7 @@ use crate::loss::{cross_entropy, one_hot, predictions, robust_cross_entropy};
 use crate::net::Network;
 use crate::tensor::{Device, Tensor};
 use crate::train::batches::{in_parallel, shards};
+use crate::train::colt;
 use crate::train::optim::{gradients, sum_gradients, ParamGrads};
 use crate::train::{Optimizer, OptimizerKind};
 use crate::verify::pgd::{self, PgdConfig};
@@ -29,8 +30,15 @@ pub const WORKLOADS: [&str; 8] = [
     "attack-pgd40-dmsmall",
 ];
 
+/// One step of the other papers' training methods on DM-small (their PyTorch timings come from
+/// `scripts/bench_methods_torch.py`): CROWN-IBP (beta = 1) with one-step optimised slopes
+/// (loss-landscape paper), and a COLT step in the latent region after the first conv ReLU (the
+/// DeepZ region, 7 sign-PGD steps on its noise symbols, CE at the latent point, backward through
+/// the layers after it, Adam). Not run by default; name them with `--workload`.
+pub const METHOD_WORKLOADS: [&str; 2] = ["train-onestep-dmsmall", "train-colt-dmsmall"];
+
 /// The bounds workloads with float-sound arithmetic (`bounds/sound.rs`): what soundness costs.
-/// Not run by default (the PyTorch peers have no such mode); name them with `--workloads`.
+/// Not run by default (the PyTorch peers have no such mode); name them with `--workload`.
 pub const SOUND_WORKLOADS: [&str; 3] = ["bounds-crown-fc5-sound", "bounds-crown-conv-sound", "bounds-deepz-fc5-sound"];
 
 /// One line of `ironbound bench --json`.
@@ -58,8 +66,16 @@ struct TrainStep {
     x: Tensor<4>,
     y: Vec<usize>,
     eps: f64,
-    method: Option<Method>,
+    loss: StepLoss,
     threads: usize,
+}
+
+/// The loss of a training step.
+enum StepLoss {
+    Natural,
+    Bound(Method),
+    /// COLT in the latent layer of the plan's second phase (the first's loss fully mixed out).
+    Colt(Box<colt::Plan>),
 }
 
 impl Workload for TrainStep {
@@ -74,14 +90,25 @@ impl Workload for TrainStep {
             let weight = rows.len() as f64 / n as f64;
             let x = self.x.clone().slice([rows.clone(), 0..c, 0..h, 0..w]);
             let y = &self.y[rows];
-            let tracked = self.opt.track(&self.net);
-            let loss = match self.method {
-                None => cross_entropy(tracked.forward(x), one_hot(y, k, &device)),
-                Some(m) => {
+            let (tracked, loss) = match &self.loss {
+                StepLoss::Natural => {
+                    let tracked = self.opt.track(&self.net);
+                    let loss = cross_entropy(tracked.forward(x), one_hot(y, k, &device));
+                    (tracked, loss)
+                }
+                StepLoss::Bound(m) => {
+                    let tracked = self.opt.track(&self.net);
                     let _correct = predictions(self.net.forward(x.clone()));
                     let region = input_region(&x, self.eps, Some((0.0, 1.0)));
                     let spec = Spec::margins(y, k, &device)?;
-                    robust_cross_entropy(lower_bound(&tracked, &region, &spec, &m.relaxation())?)
+                    let loss = robust_cross_entropy(lower_bound(&tracked, &region, &spec, &m.relaxation())?);
+                    (tracked, loss)
+                }
+                StepLoss::Colt(plan) => {
+                    let at = colt::PhaseStep { index: 1, mix: 1.0 };
+                    let tracked = self.opt.track_from(&self.net, colt::latent_value(&self.net, plan.phases[1].latent)?);
+                    let parts = colt::loss(plan, &tracked, &x, &one_hot(y, k, &device), self.eps, 0.0, 0.0, at, 0)?;
+                    (tracked, parts.total)
                 }
             };
             let grads = gradients(&tracked, &(loss.clone() * weight).backward());
@@ -136,11 +163,18 @@ impl Workload for AttackStep {
     }
 }
 
-fn train(model: &BenchModel, n: usize, stream: u64, eps: f64, method: Option<Method>, threads: usize, device: &Device) -> Result<Box<dyn Workload>> {
+fn train(model: &BenchModel, n: usize, stream: u64, eps: f64, loss: StepLoss, threads: usize, device: &Device) -> Result<Box<dyn Workload>> {
     let net = model.network(device)?;
     let (x, y) = inputs(n, model.input, stream, device);
     let opt = Optimizer::new(OptimizerKind::adam(), 5e-4, 0.0);
-    Ok(Box::new(TrainStep { initial: net.clone(), net, opt, x, y, eps, method, threads }))
+    Ok(Box::new(TrainStep { initial: net.clone(), net, opt, x, y, eps, loss, threads }))
+}
+
+/// COLT's plan for the bench step: phase 2 trains after the first ReLU, exact DeepZ regions,
+/// 7 steps of 0.25, no ReLU-stability term.
+fn colt_plan() -> colt::Plan {
+    let phase = |latent| colt::Phase { latent, start_epoch: 0, epochs: 1, eps_factor: 1.0, lr_factor: 1.0, mix_epochs: 0 };
+    colt::Plan { phases: vec![phase(0), phase(1)], pgd_steps: 7, pgd_step: 0.25, projections: 0, stability: None }
 }
 
 fn bounds(model: &BenchModel, n: usize, stream: u64, method: Method, sound: bool, device: &Device) -> Result<Box<dyn Workload>> {
@@ -150,10 +184,12 @@ fn bounds(model: &BenchModel, n: usize, stream: u64, method: Method, sound: bool
 
 fn build(name: &str, threads: usize, device: &Device) -> Result<Box<dyn Workload>> {
     match name {
-        "train-natural-dmsmall" => train(&DM_SMALL, 256, 1, 0.0, None, threads, device),
-        "train-ibp-dmsmall" => train(&DM_SMALL, 256, 1, 0.1, Some(Method::Ibp), threads, device),
-        "train-crownibp-dmsmall" => train(&DM_SMALL, 256, 1, 0.1, Some(Method::CrownIbp), threads, device),
-        "train-crownibp-dmlarge-cifar" => train(&DM_LARGE, 32, 7, 2.0 / 255.0, Some(Method::CrownIbp), threads, device),
+        "train-natural-dmsmall" => train(&DM_SMALL, 256, 1, 0.0, StepLoss::Natural, threads, device),
+        "train-ibp-dmsmall" => train(&DM_SMALL, 256, 1, 0.1, StepLoss::Bound(Method::Ibp), threads, device),
+        "train-crownibp-dmsmall" => train(&DM_SMALL, 256, 1, 0.1, StepLoss::Bound(Method::CrownIbp), threads, device),
+        "train-crownibp-dmlarge-cifar" => train(&DM_LARGE, 32, 7, 2.0 / 255.0, StepLoss::Bound(Method::CrownIbp), threads, device),
+        "train-onestep-dmsmall" => train(&DM_SMALL, 256, 1, 0.1, StepLoss::Bound(Method::OneStep), threads, device),
+        "train-colt-dmsmall" => train(&DM_SMALL, 256, 1, 0.1, StepLoss::Colt(Box::new(colt_plan())), threads, device),
         "bounds-crown-fc5" => bounds(&FC5, 100, 3, Method::Crown, false, device),
         "bounds-crown-conv" => bounds(&CONV, 32, 5, Method::Crown, false, device),
         "bounds-deepz-fc5" => bounds(&FC5, 100, 3, Method::Deepz, false, device),
@@ -169,7 +205,7 @@ fn build(name: &str, threads: usize, device: &Device) -> Result<Box<dyn Workload
 }
 
 fn unknown(name: &str) -> Error {
-    Error::input(format!("unknown workload '{name}' (known: {}, {})", WORKLOADS.join(", "), SOUND_WORKLOADS.join(", ")))
+    Error::input(format!("unknown workload '{name}' (known: {}, {}, {})", WORKLOADS.join(", "), METHOD_WORKLOADS.join(", "), SOUND_WORKLOADS.join(", ")))
 }
 
 /// Parses a comma-separated workload list (all of `WORKLOADS` when empty).
@@ -179,7 +215,7 @@ pub fn parse_workloads(list: Option<&str>) -> Result<Vec<String>> {
         Some(l) => l.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
     };
     for n in &names {
-        if !WORKLOADS.contains(&n.as_str()) && !SOUND_WORKLOADS.contains(&n.as_str()) {
+        if ![&WORKLOADS[..], &METHOD_WORKLOADS, &SOUND_WORKLOADS].iter().any(|list| list.contains(&n.as_str())) {
             return Err(unknown(n));
         }
     }
