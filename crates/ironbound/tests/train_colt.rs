@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{convnet, dev, mlp, synthetic};
+use common::{convnet, dev, mlp, small_run, synthetic};
 use ironbound::bounds::{input_region, zonotope, Interval};
 use ironbound::data::Split;
 use ironbound::net::init::SplitMix64;
@@ -115,28 +115,17 @@ fn the_latent_attack_raises_the_loss() {
 }
 
 fn config(extra: &[(&str, &str)]) -> TrainConfig {
-    let mut c = TrainConfig::default();
-    let base = [
-        ("dataset", "\"fashion-mnist\""),
-        ("arch", "\"fc-small\""),
+    let mut keys = vec![
         ("method", "\"colt\""),
-        ("eps", "0.05"),
         ("epochs", "3"),
         ("seed", "3"),
-        ("batch_size", "16"),
         ("colt_phase_epochs", "[1, 2]"),
         ("colt_pgd_steps", "3"),
-        ("lr", "1e-3"),
         ("l1", "1e-5"),
         ("relu_stability", "0.01"),
-        ("eval_batch_size", "20"),
-        ("threads", "2"),
-        ("tensorboard", "false"),
     ];
-    for (k, v) in base.iter().chain(extra) {
-        c.set_str(&format!("{k}={v}")).unwrap();
-    }
-    c
+    keys.extend_from_slice(extra);
+    small_run(&keys)
 }
 
 fn train(name: &str, r: &Resolved, stops: &[usize]) -> Vec<Outcome> {

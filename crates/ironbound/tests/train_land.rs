@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{dev, mlp, synthetic};
+use common::{dev, mlp, small_run, synthetic};
 use ironbound::bounds::Interval;
 use ironbound::data::Split;
 use ironbound::tensor::from_vec;
@@ -37,27 +37,10 @@ fn relu_stability_matches_its_closed_form() {
 }
 
 fn config(method: &str, extra: &[(&str, &str)]) -> TrainConfig {
-    let mut c = TrainConfig::default();
     let quoted = format!("\"{method}\"");
-    let base = [
-        ("dataset", "\"fashion-mnist\""),
-        ("arch", "\"fc-small\""),
-        ("method", quoted.as_str()),
-        ("eps", "0.05"),
-        ("epochs", "3"),
-        ("seed", "5"),
-        ("batch_size", "16"),
-        ("warmup_epochs", "1"),
-        ("rampup_epochs", "1"),
-        ("lr", "1e-3"),
-        ("eval_batch_size", "20"),
-        ("threads", "2"),
-        ("tensorboard", "false"),
-    ];
-    for (k, v) in base.iter().chain(extra) {
-        c.set_str(&format!("{k}={v}")).unwrap();
-    }
-    c
+    let mut keys = vec![("method", quoted.as_str()), ("epochs", "3"), ("seed", "5"), ("warmup_epochs", "1"), ("rampup_epochs", "1")];
+    keys.extend_from_slice(extra);
+    small_run(&keys)
 }
 
 fn train(name: &str, r: &Resolved, stop: Option<usize>) -> Outcome {

@@ -5,34 +5,17 @@
 
 mod common;
 
-use common::synthetic;
+use common::{small_run, synthetic};
 use ironbound::data::Split;
 use ironbound::train::batches::{self, TrainData};
 use ironbound::train::{run, EpochMetrics, Outcome, Resolved, RunOptions, Silent, Sources, TrainConfig};
 use std::path::{Path, PathBuf};
 
 fn config(method: &str, extra: &[(&str, &str)]) -> Resolved {
-    let mut c = TrainConfig::default();
     let quoted = format!("\"{method}\"");
-    let base = [
-        ("dataset", "\"fashion-mnist\""),
-        ("arch", "\"fc-small\""),
-        ("method", quoted.as_str()),
-        ("eps", "0.05"),
-        ("epochs", "4"),
-        ("seed", "3"),
-        ("batch_size", "16"),
-        ("warmup_epochs", "1"),
-        ("rampup_epochs", "2"),
-        ("lr", "1e-3"),
-        ("eval_batch_size", "20"),
-        ("threads", "2"),
-        ("tensorboard", "false"),
-    ];
-    for (k, v) in base.iter().chain(extra) {
-        c.set_str(&format!("{k}={v}")).unwrap();
-    }
-    c.resolve(&Sources::default()).unwrap()
+    let mut keys = vec![("method", quoted.as_str()), ("epochs", "4"), ("seed", "3"), ("warmup_epochs", "1"), ("rampup_epochs", "2")];
+    keys.extend_from_slice(extra);
+    small_run(&keys).resolve(&Sources::default()).unwrap()
 }
 
 fn train(name: &str, r: &Resolved) -> (Outcome, PathBuf) {

@@ -217,7 +217,8 @@ fn check_unchanged_trajectory(method: &str) {
     assert!(a.completed && b.completed);
     assert_eq!(a.metrics.iter().map(trajectory).collect::<Vec<_>>(), b.metrics.iter().map(trajectory).collect::<Vec<_>>(), "{method}");
     assert_eq!(weights(&plain), weights(&measured), "{method}: the final weights differ");
-    assert!(a.metrics.iter().all(|m| m.extra.is_empty()));
+    // (one-step logs its slope choices in every run; only the landscape keys are asked for.)
+    assert!(a.metrics.iter().all(|m| m.extra.keys().all(|k| !k.starts_with("landscape_"))));
     for m in &b.metrics {
         for key in ["landscape_loss_variation", "landscape_grad_cosine", "landscape_grad_diff", "landscape_unstable_ratio", "landscape_unstable_ratio_layer2"] {
             assert!(m.extra.get(key).is_some_and(|v| v.is_number()), "{method}, epoch {}: {key} missing", m.epoch);

@@ -12,7 +12,7 @@ mod synthetic;
 #[allow(unused_imports)]
 pub use nets::*;
 #[allow(unused_imports)]
-pub use synthetic::synthetic;
+pub use synthetic::{small_run, synthetic};
 
 use ironbound::bounds::Method;
 use ironbound::net::{Network, Op};

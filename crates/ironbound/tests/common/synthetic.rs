@@ -22,3 +22,24 @@ pub fn synthetic(n: usize, seed: u64, split: Split) -> Dataset {
     }
     Dataset::from_parts(DatasetName::FashionMnist, split, images, labels).unwrap()
 }
+
+/// A training config for the short synthetic runs of the training tests: Fashion-MNIST-shaped
+/// inputs, fc-small, eps 0.05, batch 16, lr 1e-3, two threads, no TensorBoard; then `keys`
+/// (`KEY`, TOML value) in order, which may override any of these.
+pub fn small_run(keys: &[(&str, &str)]) -> ironbound::train::TrainConfig {
+    let mut c = ironbound::train::TrainConfig::default();
+    let base = [
+        ("dataset", "\"fashion-mnist\""),
+        ("arch", "\"fc-small\""),
+        ("eps", "0.05"),
+        ("batch_size", "16"),
+        ("lr", "1e-3"),
+        ("eval_batch_size", "20"),
+        ("threads", "2"),
+        ("tensorboard", "false"),
+    ];
+    for (k, v) in base.iter().chain(keys) {
+        c.set_str(&format!("{k}={v}")).unwrap_or_else(|e| panic!("{k} = {v}: {e}"));
+    }
+    c
+}
