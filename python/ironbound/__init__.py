@@ -139,6 +139,7 @@ class Model:
         batch_size: int = 256,
         seed: int = 0,
         sound: bool = False,
+        regularizers: bool = False,
     ) -> Dict[str, np.ndarray]:
         """Bounds on the outputs over the l-infinity ball of radius ``eps`` around each row of
         ``x``, intersected with ``clip=(MIN, MAX)`` when given: what ``ironbound bounds``
@@ -153,11 +154,13 @@ class Model:
         ``one-step`` and ``random-slope``: row i's come from (seed, i), whatever the batch size;
         ``one-step`` needs ``labels``. ``sound=True`` is ``--sound``: float-sound bounds, valid
         for the real-valued network over the region with the exact decimal ``eps`` and ``clip``.
-        Equal, bit for bit, to the CLI's ``.npz`` for the same arguments (and the same
+        ``regularizers=True`` is ``--regularizers`` (deepz, crown, crown-ibp; needs ``labels``):
+        the dict also holds ``reg_d`` and ``reg_r`` ``[N, K]``, the tightness regularizers of
+        each margin row. Equal, bit for bit, to the CLI's ``.npz`` for the same arguments (and the same
         ``batch_size``, the CLI's ``--batch-size``).
         """
         y = None if labels is None else _labels(labels, "labels")
-        return self._net.bounds(_inputs(x), float(eps), method, y, _clip(clip), timeout, int(batch_size), _seed(seed), bool(sound))
+        return self._net.bounds(_inputs(x), float(eps), method, y, _clip(clip), timeout, int(batch_size), _seed(seed), bool(sound), bool(regularizers))
 
     def forward(self, x: Any, batch_size: int = 256) -> np.ndarray:
         """The model's outputs (logits), float32 ``[N, K]``, for the rows of ``x``."""

@@ -29,9 +29,11 @@ class Model:
         batch_size: int = 256,
         seed: int = 0,
         sound: bool = False,
+        regularizers: bool = False,
     ) -> Dict[str, npt.NDArray[np.float32]]:
         """Output (and, with labels, margin) bounds over the l-inf ball, as `ironbound bounds`;
-        `seed` is `--seed` of the random slopes (one-step, random-slope), `sound` is `--sound`."""
+        `seed` is `--seed` of the random slopes (one-step, random-slope), `sound` is `--sound`,
+        `regularizers` is `--regularizers` (adds `reg_d`, `reg_r`)."""
     def forward(self, x: ArrayLike, batch_size: int = 256) -> npt.NDArray[np.float32]: ...
 
 def load(path: PathLike, normalize: Optional[Tuple[Sequence[float], Sequence[float]]] = None) -> Model: ...
