@@ -8,6 +8,7 @@
 #
 # QUEUE: land (one-step vs CROWN-IBP beta 1 at eps 0.3), tightreg (CROWN-IBP with and without r;
 # Fast-Lin/CAP 2x100 with and without d, r), tightreg-weights (the same with smaller weights),
+# tightreg-long (CROWN-IBP +- r on a 40-epoch schedule; SEEDS="0" runs one seed),
 # colt (COLT vs IBP on CONV at eps 0.1), or all.
 # OUT defaults to runs/issue11. Binary: $IRONBOUND or target/release/ironbound.
 set -euo pipefail
@@ -70,8 +71,22 @@ tightreg_weights() {
   for seed in 0 1; do
     train tightreg-crown-ibp-r0.05-seed$seed configs/tightreg-fashion-mnist-fcsmall-crown-ibp-r-eps0.1.toml --set seed=$seed --set reg_r_weight=0.05
     certify tightreg-crown-ibp-r0.05-seed$seed 0.1 ibp,crown-ibp,crown
-    train tightreg-cap-2x100-reg0.1-seed$seed configs/tightreg-fashion-mnist-2x100-exact-cp-eps0.1.toml "${short[@]}" --set seed=$seed --set reg_r_weight=0.1
-    certify tightreg-cap-2x100-reg0.1-seed$seed 0.1 deepz,crown,ibp
+    for gamma in 0.1 0.02; do
+      train tightreg-cap-2x100-reg$gamma-seed$seed configs/tightreg-fashion-mnist-2x100-exact-cp-eps0.1.toml "${short[@]}" --set seed=$seed --set reg_r_weight=$gamma
+      certify tightreg-cap-2x100-reg$gamma-seed$seed 0.1 deepz,crown,ibp
+    done
+  done
+}
+
+# CROWN-IBP +- r at the paper's gamma 0.5 on a schedule 3.3x as long (40 epochs: 2 warm-up,
+# 20 ramp-up, r warmed up over 5).
+tightreg_long() {
+  local long=(--set epochs=40 --set warmup_epochs=2 --set rampup_epochs=20 --set reg_rampup_epochs=5)
+  for seed in ${SEEDS:-0 1}; do
+    train tightreg-crown-ibp-r-long-seed$seed configs/tightreg-fashion-mnist-fcsmall-crown-ibp-r-eps0.1.toml "${long[@]}" --set seed=$seed
+    train tightreg-crown-ibp-long-seed$seed configs/tightreg-fashion-mnist-fcsmall-crown-ibp-r-eps0.1.toml "${long[@]}" --set seed=$seed --set reg_r_weight=0.0 --set log_regularizers=true
+    certify tightreg-crown-ibp-r-long-seed$seed 0.1 ibp,crown-ibp,crown
+    certify tightreg-crown-ibp-long-seed$seed 0.1 ibp,crown-ibp,crown
   done
 }
 
@@ -88,7 +103,8 @@ case $queue in
   land) land ;;
   tightreg) tightreg ;;
   tightreg-weights) tightreg_weights ;;
+  tightreg-long) tightreg_long ;;
   colt) colt ;;
-  all) land; tightreg; tightreg_weights; colt ;;
-  *) echo "unknown queue '$queue' (land, tightreg, tightreg-weights, colt, all)" >&2; exit 2 ;;
+  all) land; tightreg; tightreg_weights; tightreg_long; colt ;;
+  *) echo "unknown queue '$queue' (land, tightreg, tightreg-weights, tightreg-long, colt, all)" >&2; exit 2 ;;
 esac
