@@ -53,6 +53,7 @@ fn affine_depth(net: &Network) -> Vec<usize> {
 
 /// Bounds of the inputs of every ReLU (and value 0, the input region), plus the interval
 /// bounds of every value when they were computed anyway.
+#[derive(Clone)]
 pub struct Intermediate {
     pub bounds: Vec<Option<Interval>>,
     pub output_zonotope: Option<zonotope::Zonotope>,
@@ -216,12 +217,20 @@ pub fn mixed_lower_bound(net: &Network, region: &Interval, spec: &Spec, relaxati
     }
     check_spec(net, spec)?;
     let inter = intermediate(net, region, relaxation)?;
+    let ibp_lb = ibp_final_pass(net, region, spec, relaxation, &inter)?;
+    Ok(ibp_lb * (1.0 - beta) + final_pass(net, region, spec, relaxation, inter)? * beta)
+}
+
+/// IBP's lower bounds of `spec . f(x)` for the CROWN-IBP mix, next to `relaxation`'s
+/// intermediate bounds `inter`: those serve IBP too when they are interval bounds (CROWN-IBP,
+/// CAP-IBP, the sampled slopes), otherwise IBP's are computed.
+pub fn ibp_final_pass(net: &Network, region: &Interval, spec: &Spec, relaxation: &Relaxation, inter: &Intermediate) -> Result<Tensor<2>> {
+    let ibp = Method::Ibp.relaxation();
     let ibp_inter = match relaxation.intermediate {
         Engine::Interval => Intermediate { bounds: inter.bounds.clone(), output_zonotope: None },
         _ => intermediate(net, region, &ibp)?,
     };
-    let ibp_lb = final_pass(net, region, spec, &ibp, ibp_inter)?;
-    Ok(ibp_lb * (1.0 - beta) + final_pass(net, region, spec, relaxation, inter)? * beta)
+    final_pass(net, region, spec, &ibp, ibp_inter)
 }
 
 fn check_spec(net: &Network, spec: &Spec) -> Result<()> {

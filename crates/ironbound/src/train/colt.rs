@@ -234,17 +234,15 @@ pub fn attack(
     e
 }
 
-/// The adversarial point of latent layer `latent` for the batch (detached).
-#[allow(clippy::too_many_arguments)]
-fn latent_example(plan: &Plan, net: &Network, latent: usize, x: &Tensor<4>, eps: f64, one_hot: &Tensor<2>, seed: u64) -> Result<(Tensor<4>, usize)> {
-    let v = latent_value(net, latent)?;
-    let region_in = input_region(x, eps, Some(CLIP));
-    let (prefix, suffix) = split(net, v)?;
+/// The adversarial point of latent layer `latent` for the batch (detached), and the layers of
+/// `net` after it (as `net` tracks them).
+fn latent_example(plan: &Plan, net: &Network, latent: usize, x: &Tensor<4>, eps: f64, one_hot: &Tensor<2>, seed: u64) -> Result<(Tensor<4>, Network)> {
+    let (prefix, suffix) = split(net, latent_value(net, latent)?)?;
+    let prefix = prefix.map_params(&mut |_, p| p.plain());
     let mut rng = SplitMix64::new(seed);
-    let region = Region::new(&prefix, &region_in, plan.projections, rng.next_u64())?;
+    let region = Region::new(&prefix, &input_region(x, eps, Some(CLIP)), plan.projections, rng.next_u64())?;
     let e = attack(&prefix, &suffix, &region, one_hot, plan.pgd_steps, plan.pgd_step, &mut rng, &mut |_| {});
-    let prefix_plain = prefix.map_params(&mut |_, p| p.plain());
-    Ok((region.point(&prefix_plain, &e).detach(), v))
+    Ok((region.point(&prefix, &e).detach(), suffix))
 }
 
 /// The COLT loss of one batch in phase `at`: `kappa * natural + (1 - kappa) * (mix * CE at the
@@ -257,8 +255,7 @@ pub fn loss(plan: &Plan, tracked: &Network, x: &Tensor<4>, one_hot: &Tensor<2>, 
     let logits = tracked.forward(x.clone());
     let natural = cross_entropy(logits.clone(), one_hot.clone());
     let latent_loss = |latent: usize, seed: u64| -> Result<Tensor<1>> {
-        let (point, v) = latent_example(plan, tracked, latent, x, eps, one_hot, seed)?;
-        let (_, suffix) = split(tracked, v)?;
+        let (point, suffix) = latent_example(plan, tracked, latent, x, eps, one_hot, seed)?;
         Ok(cross_entropy(suffix.forward(point), one_hot.clone()))
     };
     let current = latent_loss(phase.latent, seed)?;

@@ -14,7 +14,7 @@ use super::config::{SpecKind, TrainMethod};
 use super::land::{self, SlopeCounts, StabilityForm};
 use crate::bounds::zonotope::{self, Projections};
 use crate::bounds::regularizers::{self, Tightness};
-use crate::bounds::{final_pass, input_region, intermediate, mixed_lower_bound, slopes, Engine, Intermediate, Interval, LowerLine, Method, Relaxation, SlopeRule, Spec};
+use crate::bounds::{final_pass, ibp_final_pass, input_region, intermediate, mixed_lower_bound, slopes, Interval, LowerLine, Method, Relaxation, SlopeRule, Spec};
 use crate::error::{Error, Result};
 use crate::loss::{cross_entropy, robust_cross_entropy};
 use crate::net::{Network, Param, ReluLower};
@@ -202,24 +202,14 @@ impl Objective {
             Some((_, form)) => land::stability_loss(net, &inter.bounds, form),
             None => None,
         };
-        let again = |i: &Intermediate| Intermediate { bounds: i.bounds.clone(), output_zonotope: i.output_zonotope.clone() };
-        let ibp_lb = if beta < 1.0 {
-            let ibp = Method::Ibp.relaxation();
-            let ibp_inter = match relaxation.intermediate {
-                Engine::Interval => Intermediate { bounds: inter.bounds.clone(), output_zonotope: None },
-                _ => intermediate(net, region, &ibp)?,
-            };
-            Some(final_pass(net, region, spec, &ibp, ibp_inter)?)
-        } else {
-            None
-        };
+        let ibp_lb = if beta < 1.0 { Some(ibp_final_pass(net, region, spec, relaxation, &inter)?) } else { None };
         let (lb, slopes) = match relaxation.final_lower {
             LowerLine::Sampled(rule) if beta > 0.0 => {
                 let chosen = slopes::choose(net, &inter.bounds, spec, &rule)?;
                 let counts = SlopeCounts::of(net, &inter.bounds, &chosen);
                 (Some(slopes::lower_bound_with(net, &inter.bounds, spec, &chosen, None)), Some(counts))
             }
-            _ if beta > 0.0 => (Some(final_pass(net, region, spec, relaxation, again(&inter))?), None),
+            _ if beta > 0.0 => (Some(final_pass(net, region, spec, relaxation, inter.clone())?), None),
             _ => (None, None),
         };
         let lb = match (ibp_lb, lb) {
@@ -291,16 +281,7 @@ impl Objective {
         let lower = regularizers::linear_lower(&relaxation)?;
         let inter = intermediate(net, &region, &relaxation)?;
         let beta = if self.method.mixes_ibp() { beta } else { 1.0 };
-        let ibp_lb = if beta < 1.0 {
-            let ibp = Method::Ibp.relaxation();
-            let ibp_inter = match relaxation.intermediate {
-                Engine::Interval => Intermediate { bounds: inter.bounds.clone(), output_zonotope: None },
-                _ => intermediate(net, &region, &ibp)?,
-            };
-            Some(final_pass(net, &region, &spec, &ibp, ibp_inter)?)
-        } else {
-            None
-        };
+        let ibp_lb = if beta < 1.0 { Some(ibp_final_pass(net, &region, &spec, &relaxation, &inter)?) } else { None };
         let t = regularizers::tightness_on(net, &inter.bounds, x, &spec, lower)?;
         let lb = match ibp_lb {
             Some(ibp_lb) => ibp_lb * (1.0 - beta) + t.lower.clone() * beta,
