@@ -20,6 +20,22 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc v2's `mimalloc.h` (the Rust bindings name no constant
+/// for it): how long freed memory stays committed before it goes back to the kernel.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Never purge: by default mimalloc returns freed segments after 10 ms, and a training step
+/// that frees and reallocates its activations every iteration then pays the kernel to zero
+/// fresh (huge) pages each time: 10k page faults in 20 natural DM-small steps, 670 without
+/// purging, ~10% of the CPU time (perf stat). Peak RSS is unchanged; memory is reused instead.
+/// `MIMALLOC_PURGE_DELAY` in the environment still overrides this.
+fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: setting an option is thread-safe and valid at any time (mimalloc docs).
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+}
+
 #[derive(Parser)]
 #[command(name = "ironbound", version, about = "Train provably robust ReLU networks and certify them with convex relaxations")]
 struct Cli {
@@ -55,6 +71,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = match parse_args() {
         Ok(cli) => cli,
         Err(code) => return code,
