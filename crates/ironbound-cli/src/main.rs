@@ -42,6 +42,9 @@ struct Cli {
     /// Log level (error, warn, info, debug, trace); also RUST_LOG.
     #[arg(long, global = true, default_value = "warn")]
     log: String,
+    /// Where to compute: cpu, or cuda / cuda:N in a build with `--features cuda`.
+    #[arg(long, global = true, default_value = "cpu")]
+    device: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -90,6 +93,11 @@ fn main() -> ExitCode {
         let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         eprintln!("ironbound: internal error{at}: {} (please report this)", one_line(&msg));
     }));
+    let device = cli.device.parse().and_then(ironbound::tensor::select_device);
+    if let Err(e) = device {
+        eprintln!("ironbound: --device: {}", one_line(&e.to_string()));
+        return ExitCode::from(e.exit_code() as u8);
+    }
     let result = std::panic::catch_unwind(|| match cli.command {
         Command::Analyze(a) => analyze::run(a),
         Command::Bounds(a) => bounds::run(a),

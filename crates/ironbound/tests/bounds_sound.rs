@@ -349,7 +349,7 @@ fn lp_bounds(net: &Network, x: &[f32], n: usize, eps: f64, relaxation: LpRelaxat
     let region = if sound_mode { sound::input_region(&xt, eps, None) } else { input_region(&xt, eps, None) };
     let k = net.num_outputs();
     let st = stages::extract(net).expect("stages");
-    let lb = to_vec64(lp::lower_bound(net, &st, &region, &Spec::identity_pair(k, &device), relaxation, sound_mode).expect("lp"));
+    let lb = to_vec64(lp::lower_bound(net, &st, &region, &Spec::identity_pair(k, &device), relaxation, sound_mode, None).expect("lp"));
     let lo = (0..n * k).map(|e| lb[(e / k) * 2 * k + e % k]).collect();
     let hi = (0..n * k).map(|e| -lb[(e / k) * 2 * k + k + e % k]).collect();
     (lo, hi)

@@ -43,7 +43,7 @@ fn a_bounds(rows: &[[f32; 2]], method: &str) -> Vec<f32> {
     let spec = Spec::new(from_vec(c, [1, rows.len(), 2], &dev()));
     let stages = stages::extract(&net).unwrap();
     match method.parse::<CertMethod>().unwrap() {
-        CertMethod::Lp(r) => to_vec(lp::lower_bound(&net, &stages, &region, &spec, r, false).unwrap()),
+        CertMethod::Lp(r) => to_vec(lp::lower_bound(&net, &stages, &region, &spec, r, false, None).unwrap()),
         CertMethod::Milp => {
             let seeds = lp::engine_bounds(&net, &stages, &region, Method::Crown, false).unwrap();
             let rows = lp::spec_rows(&spec, 1);
@@ -261,7 +261,7 @@ fn margins(net: &Network, st: &Stages, x: &ironbound::tensor::Tensor<4>, labels:
     let spec = Spec::margins(labels, net.num_outputs(), &dev()).unwrap();
     let t = match method.parse::<CertMethod>().unwrap() {
         CertMethod::Bound(m) => lower_bound(net, &region, &spec, &m.relaxation()).unwrap(),
-        CertMethod::Lp(r) => lp::lower_bound(net, st, &region, &spec, r, false).unwrap(),
+        CertMethod::Lp(r) => lp::lower_bound(net, st, &region, &spec, r, false, None).unwrap(),
         other => panic!("{other}"),
     };
     rows2(t)
@@ -303,6 +303,30 @@ fn lp_bounds_are_sound_and_ordered_on_mlps_and_convnets() {
                 assert!(par[i][r] <= min + 1e-5, "{name}: parallelogram {} above sampled {min}", par[i][r]);
                 assert!(par[i][r] <= tri[i][r] + 1e-5, "{name}: parallelogram {} tighter than triangle {}", par[i][r], tri[i][r]);
             }
+        }
+    }
+}
+
+/// A time limit only loosens LP bounds: with 1 ms per sample (the tightening stops early and
+/// the output LPs may end mid-simplex) Triangle's margins stay below the unlimited ones,
+/// which the other tests show sound, and above CROWN's, which Triangle takes as a floor.
+#[test]
+fn lp_time_limits_loosen_the_bounds_but_keep_them_valid() {
+    let net = convnet(5);
+    let st = stages::extract(&net).unwrap();
+    let n = 6;
+    let (x, _) = random_inputs(&net, n, 17, 0.0, 1.0);
+    let k = net.num_outputs();
+    let labels: Vec<usize> = (0..n).map(|i| i % k).collect();
+    let region = input_region(&x, 0.1, Some((0.0, 1.0)));
+    let spec = Spec::margins(&labels, k, &dev()).unwrap();
+    let full = rows2(lp::lower_bound(&net, &st, &region, &spec, lp::LpRelaxation::Triangle, false, None).unwrap());
+    let timed = rows2(lp::lower_bound(&net, &st, &region, &spec, lp::LpRelaxation::Triangle, false, Some(Duration::from_millis(1))).unwrap());
+    let crown = margins(&net, &st, &x, &labels, 0.1, "crown");
+    for i in 0..n {
+        for r in 0..k - 1 {
+            assert!(timed[i][r] <= full[i][r] + 1e-6, "sample {i} row {r}: timed {} above unlimited {}", timed[i][r], full[i][r]);
+            assert!(timed[i][r] >= crown[i][r] - 1e-5, "sample {i} row {r}: timed {} below CROWN {}", timed[i][r], crown[i][r]);
         }
     }
 }

@@ -213,6 +213,8 @@ pub fn run(r: &Resolved, data: &TrainData, out: &Path, opts: &RunOptions, progre
     let resumed_from = (start_epoch > 0).then_some(start_epoch);
 
     let threads = match c.threads {
+        // One shard on a GPU: the device parallelises each step itself.
+        0 if !crate::tensor::on_cpu() => 1,
         0 => std::thread::available_parallelism().map_or(1, |p| p.get()).min(8),
         t => t,
     };

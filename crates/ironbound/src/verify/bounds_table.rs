@@ -227,7 +227,7 @@ fn rows_lower_bound(net: &Network, stages: Option<&Stages>, region: &Interval, s
     let timeout = opts.timeout;
     match &opts.method {
         CertMethod::Bound(m) => lower_bound(net, region, spec, &m.relaxation().with_seed(opts.seed).with_sound(opts.sound)),
-        CertMethod::Lp(r) => lp::lower_bound(net, stages()?, region, spec, *r, opts.sound),
+        CertMethod::Lp(r) => lp::lower_bound(net, stages()?, region, spec, *r, opts.sound, Some(timeout)),
         _ => {
             let stages = stages()?;
             let n = region.lo.dims()[0];

@@ -6,7 +6,7 @@
 //! confirmed) or run out of its per-sample time. A misclassified clean input is its own
 //! counterexample, so it counts as falsified for every method.
 
-use super::lp::{self, milp, StageBounds, Stages, Verdict};
+use super::lp::{self, milp, LpRelaxation, StageBounds, Stages, Verdict};
 use super::method::CertMethod;
 use super::pgd::{self, PgdConfig};
 use super::shard::{ReportShard, Shard};
@@ -197,6 +197,48 @@ fn from_margins(lb: Tensor<2>) -> Vec<Outcome> {
     (0..n).map(|i| if v[i * r..(i + 1) * r].iter().all(|&b| b > 0.0) { Outcome::Certified } else { Outcome::Unknown }).collect()
 }
 
+/// PGD steps that look for counterexamples before an LP is solved (`lp_outcomes`).
+const LP_PREFILTER_PGD_STEPS: usize = 20;
+
+/// LP certification of the samples, cheap answers first. A sample that CROWN or DeepZ
+/// certifies is certified by Triangle as well (Triangle's bounds take theirs as a floor), and
+/// a sample PGD misleads (a misclassified point inside the ball, checked by the forward pass)
+/// cannot be certified by any sound method: neither needs the LP, whose layer-by-layer
+/// tightening can take the whole `--timeout` per sample on a CONV network. The certified set
+/// is what the LP on every sample gives; PGD's samples count as falsified rather than open.
+fn lp_outcomes(s: &Samples, relaxation: LpRelaxation, method: &CertMethod, cfg: &CertifyConfig) -> Result<Vec<Outcome>> {
+    let k = s.net.num_outputs();
+    let mut result = vec![Outcome::Unknown; s.len()];
+    if relaxation == LpRelaxation::Triangle {
+        let spec = Spec::margins(&s.labels, k, &s.x.device())?;
+        for floor in [Method::Crown, Method::Deepz] {
+            let got = from_margins(lower_bound(s.net, &s.bound_region, &spec, &floor.relaxation().with_sound(cfg.sound))?);
+            for (r, g) in result.iter_mut().zip(got) {
+                if g == Outcome::Certified {
+                    *r = g;
+                }
+            }
+        }
+    }
+    let robust = pgd::robust(s.net, &s.x, &s.labels, &s.region, cfg.eps, &PgdConfig { seed: cfg.seed, ..PgdConfig::new(LP_PREFILTER_PGD_STEPS) });
+    for (r, robust) in result.iter_mut().zip(robust) {
+        if !robust && *r != Outcome::Certified {
+            *r = Outcome::Falsified;
+        }
+    }
+    let open: Vec<usize> = (0..s.len()).filter(|&i| result[i] == Outcome::Unknown).collect();
+    if open.is_empty() {
+        return Ok(result);
+    }
+    let sub = s.subset(&open, cfg);
+    let spec = Spec::margins(&sub.labels, k, &sub.x.device())?.with_indices(sub.indices.clone());
+    let got = from_margins(lp::lower_bound(sub.net, sub.stages(method)?, &sub.bound_region, &spec, relaxation, cfg.sound, Some(cfg.timeout))?);
+    for (&i, g) in open.iter().zip(got) {
+        result[i] = g;
+    }
+    Ok(result)
+}
+
 /// Which ReLUs a MILP stage makes exact.
 fn exact_policy(method: &CertMethod, stages: &Stages) -> Box<dyn Fn(&[StageBounds]) -> Vec<Vec<bool>> + Sync> {
     let hidden = stages.hidden();
@@ -273,7 +315,7 @@ fn outcomes(s: &Samples, method: &CertMethod, cfg: &CertifyConfig, stage_counts:
             let relaxation = m.relaxation().with_seed(cfg.seed).with_sound(cfg.sound);
             Ok(from_margins(lower_bound(s.net, &s.bound_region, &spec()?, &relaxation)?))
         }
-        CertMethod::Lp(r) => Ok(from_margins(lp::lower_bound(s.net, s.stages(method)?, &s.bound_region, &spec()?, *r, cfg.sound)?)),
+        CertMethod::Lp(r) => lp_outcomes(s, *r, method, cfg),
         CertMethod::Milp | CertMethod::MilpLastLayer | CertMethod::MilpPartial { .. } => milp_outcomes(s, method, cfg),
         CertMethod::Cascade { stages, .. } => {
             let mut result = vec![Outcome::Unknown; s.len()];

@@ -126,7 +126,8 @@ impl<'a> Encoding<'a> {
     }
 
     /// Tightens the unstable neurons of the last stage by minimising and maximising each over
-    /// the program (every bound is a dual certificate, so never invalid). Stops at `deadline`.
+    /// the program (every bound is a dual certificate, so never invalid). Stops at `deadline`, which also
+    /// limits each LP (a stopped LP still gives a valid, looser bound).
     pub fn tighten_last(&mut self, deadline: Option<Instant>) -> Result<()> {
         let k = self.depth() - 1;
         let unstable: Vec<usize> = self.bounds[k].unstable().collect();
@@ -135,6 +136,7 @@ impl<'a> Encoding<'a> {
                 break;
             }
             let col = self.z[j];
+            self.program.set_time_limit(deadline.map(|d| d.saturating_duration_since(Instant::now())));
             let lo = self.program.minimize(&[(col, 1.0)], 0.0, None)?;
             let b = &mut self.bounds[k];
             b.lo[j] = b.lo[j].max(lo);
@@ -145,6 +147,7 @@ impl<'a> Encoding<'a> {
             let (lo, hi) = (self.bounds[k].lo[j], self.bounds[k].hi[j]);
             self.program.set_col_bounds(col, lo, hi)?;
         }
+        self.program.set_time_limit(None);
         Ok(())
     }
 

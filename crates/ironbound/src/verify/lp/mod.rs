@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::net::Network;
 use crate::tensor::{from_vec, to_vec, to_vec64, Tensor};
 use rayon::prelude::*;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The LP relaxations of CONTRACT.md's table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,7 +108,10 @@ pub fn engine_bounds(net: &Network, stages: &Stages, region: &Interval, method: 
 }
 
 /// Encodes every hidden stage of one sample, tightening each stage after the first (whose
-/// interval bounds are already exact) by LP before its ReLU is added.
+/// interval bounds are already exact) by LP before its ReLU is added. A `deadline` is shared
+/// out evenly: stage k of the K tightened ones may run until k/K of the time is up (what an
+/// earlier stage leaves passes on), so that a wide first stage cannot starve the later ones,
+/// whose bounds matter as much for the output.
 pub fn encode_tightened<'a>(
     stages: &'a Stages,
     input: &InputBox,
@@ -117,10 +120,13 @@ pub fn encode_tightened<'a>(
     deadline: Option<Instant>,
 ) -> Result<Encoding<'a>> {
     let mut enc = Encoding::new(stages, &input.lo, &input.hi)?;
+    let start = Instant::now();
+    let tightened = seed.len().saturating_sub(1).max(1) as u32;
     for (k, bounds) in seed.iter().enumerate() {
         enc.add_stage(bounds.clone())?;
         if k > 0 {
-            enc.tighten_last(deadline)?;
+            let share = deadline.map(|d| start + d.saturating_duration_since(start) * k as u32 / tightened);
+            enc.tighten_last(share)?;
         }
         enc.add_relu(&|j| relu(k, j))?;
     }
@@ -154,8 +160,11 @@ pub fn spec_rows(spec: &Spec, n: usize) -> Vec<Vec<Vec<f64>>> {
 /// taking the larger valid bound keeps that true in floating point too). With `sound` they
 /// are float-sound (over `sound::input_region`'s region): sound seeds, rows implied by the
 /// real network (`encode.rs`), and every LP bound a dual certificate evaluated with a
-/// rounding allowance (`solver.rs`).
-pub fn lower_bound(net: &Network, stages: &Stages, region: &Interval, spec: &Spec, relaxation: LpRelaxation, sound: bool) -> Result<Tensor<2>> {
+/// rounding allowance (`solver.rs`). With `timeout`, each sample's tightening stops after
+/// that long and each of its output LPs may take that long: a stopped LP keeps the bound its
+/// multipliers prove, so the result stays valid and only gets looser (seen on CONV networks,
+/// whose LPs of ~10^4 rows the simplex can take minutes on).
+pub fn lower_bound(net: &Network, stages: &Stages, region: &Interval, spec: &Spec, relaxation: LpRelaxation, sound: bool, timeout: Option<Duration>) -> Result<Tensor<2>> {
     let n = region.lo.dims()[0];
     let seeds = engine_bounds(net, stages, region, relaxation.seed(), sound)?;
     let rows = spec_rows(spec, n);
@@ -163,7 +172,9 @@ pub fn lower_bound(net: &Network, stages: &Stages, region: &Interval, spec: &Spe
     let per_sample: Vec<Vec<f64>> = (0..n)
         .into_par_iter()
         .map(|i| {
-            let mut enc = encode_tightened(stages, &inputs[i], &seeds[i], &|_, _| relaxation.encoding(), None)?;
+            let deadline = timeout.map(|t| Instant::now() + t);
+            let mut enc = encode_tightened(stages, &inputs[i], &seeds[i], &|_, _| relaxation.encoding(), deadline)?;
+            enc.program.set_time_limit(timeout);
             rows[i]
                 .iter()
                 .map(|c| {

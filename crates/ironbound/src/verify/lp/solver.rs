@@ -54,12 +54,14 @@ pub struct LpSolution {
 }
 
 pub struct Program {
-    model: Option<Model>,
+    model: Model,
     cols: Vec<Column>,
     rows: Vec<RowData>,
     /// The costs HiGHS holds now.
     cost: Vec<f64>,
     has_integers: bool,
+    /// Seconds one LP solve may take (`set_time_limit`).
+    lp_time_limit: f64,
 }
 
 fn highs_error(e: impl std::fmt::Debug) -> Error {
@@ -73,11 +75,7 @@ impl Program {
         // One thread per program: callers run programs of different samples in parallel.
         model.try_set_option("threads", 1i32).map_err(highs_error)?;
         model.try_set_option("mip_rel_gap", 0.0).map_err(highs_error)?;
-        Ok(Program { model: Some(model), cols: Vec::new(), rows: Vec::new(), cost: Vec::new(), has_integers: false })
-    }
-
-    fn model(&mut self) -> &mut Model {
-        self.model.as_mut().unwrap_or_else(|| unreachable!("the model is put back after every solve"))
+        Ok(Program { model, cols: Vec::new(), rows: Vec::new(), cost: Vec::new(), has_integers: false, lp_time_limit: f64::INFINITY })
     }
 
     pub fn num_cols(&self) -> usize {
@@ -98,7 +96,7 @@ impl Program {
         if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
             return Err(Error::internal(format!("LP column with bounds [{lo}, {hi}]")));
         }
-        let handle = self.model().try_add_column_with_integrality(0.0, lo..=hi, std::iter::empty(), integer).map_err(highs_error)?;
+        let handle = self.model.try_add_column_with_integrality(0.0, lo..=hi, std::iter::empty(), integer).map_err(highs_error)?;
         self.cols.push(Column { lo, hi, handle });
         Ok(self.cols.len() - 1)
     }
@@ -106,7 +104,7 @@ impl Program {
     /// `lo <= sum terms <= hi` (either side may be infinite).
     pub fn add_row(&mut self, terms: Vec<(usize, f64)>, lo: f64, hi: f64) -> Result<()> {
         let factors: Vec<(Col, f64)> = terms.iter().map(|&(j, v)| (self.cols[j].handle, v)).collect();
-        self.model().try_add_row(lo..=hi, factors).map_err(highs_error)?;
+        self.model.try_add_row(lo..=hi, factors).map_err(highs_error)?;
         self.rows.push(RowData { terms, lo, hi });
         Ok(())
     }
@@ -115,7 +113,7 @@ impl Program {
         let (lo, hi) = (lo.max(self.cols[j].lo), hi.min(self.cols[j].hi));
         let hi = hi.max(lo);
         let handle = self.cols[j].handle;
-        self.model().change_column_bounds(handle, lo..=hi);
+        self.model.change_column_bounds(handle, lo..=hi);
         self.cols[j] = Column { lo, hi, handle };
         Ok(())
     }
@@ -126,13 +124,20 @@ impl Program {
             return Err(Error::internal(format!("LP column with bounds [{lo}, {hi}]")));
         }
         let handle = self.cols[j].handle;
-        self.model().change_column_bounds(handle, lo..=hi);
+        self.model.change_column_bounds(handle, lo..=hi);
         self.cols[j] = Column { lo, hi, handle };
         Ok(())
     }
 
     pub fn col_bounds(&self, j: usize) -> (f64, f64) {
         (self.cols[j].lo, self.cols[j].hi)
+    }
+
+    /// Limits every later LP solve to `limit` (None: no limit). A solve stopped by it still
+    /// gives a valid bound, from the multipliers HiGHS holds then (the dual simplex keeps them
+    /// dual feasible, so the bound only grows with time), just a looser one.
+    pub fn set_time_limit(&mut self, limit: Option<Duration>) {
+        self.lp_time_limit = limit.map_or(f64::INFINITY, |d| d.as_secs_f64().max(1e-3));
     }
 
     /// Simplex iterations before an LP counts as stalled: typical solves take a few thousand.
@@ -148,7 +153,7 @@ impl Program {
             c[j] += v;
         }
         self.cost.resize(self.cols.len(), 0.0);
-        let model = self.model.as_mut().unwrap_or_else(|| unreachable!());
+        let model = &mut self.model;
         for (j, col) in self.cols.iter().enumerate() {
             if self.cost[j] != c[j] {
                 model.change_column_cost(col.handle, c[j]);
@@ -168,37 +173,48 @@ impl Program {
     /// `minimize`, also returning HiGHS's primal point and objective.
     pub fn solve_lp(&mut self, objective: &[(usize, f64)], constant: f64, stop_above: Option<f64>) -> Result<LpSolution> {
         let c = self.set_objective(objective);
-        let mut model = self.model.take().unwrap_or_else(|| unreachable!());
+        let iterations = self.iteration_limit();
+        let (cols, rows, time_limit) = (self.cols.len(), self.rows.len(), self.lp_time_limit);
+        let started = std::time::Instant::now();
+        let model = &mut self.model;
         let bound = stop_above.map(|s| s - constant).unwrap_or(f64::INFINITY);
         model.try_set_option("objective_bound", bound).map_err(highs_error)?;
-        model.try_set_option("time_limit", f64::INFINITY).map_err(highs_error)?;
+        model.try_set_option("time_limit", time_limit).map_err(highs_error)?;
         // With binaries present, HiGHS would solve the MILP; its duals would bound nothing.
         model.try_set_option("solve_relaxation", true).map_err(highs_error)?;
         // Re-solves differ from the last one by a cost vector or a column bound: the simplex
         // warm-starts from the previous basis, which presolve would throw away.
         model.try_set_option("presolve", "off").map_err(highs_error)?;
         model.try_set_option("solver", "simplex").map_err(highs_error)?;
-        model.try_set_option("simplex_iteration_limit", self.iteration_limit()).map_err(highs_error)?;
-        let mut solved = model.try_solve().map_err(highs_error)?;
-        if solved.status() == HighsModelStatus::ReachedIterationLimit {
+        model.try_set_option("simplex_iteration_limit", iterations).map_err(highs_error)?;
+        let mut status = run(model);
+        if !matches!(status, Ok(s) if s != HighsModelStatus::ReachedIterationLimit) {
             // The dual simplex stalls on some degenerate ReLU LPs (seen: 10^5 iterations and
-            // more on 224 rows, warm or cold); the interior point method with crossover
-            // solves them at once. The next solve goes back to the simplex.
-            tracing::debug!("LP stalled after {} simplex iterations; solving by interior point", solved.simplex_iteration_count());
-            let mut model = Model::from(solved);
+            // more on 224 rows, warm or cold), and on CONV networks' LPs it once ended in an
+            // error status; the interior point method with crossover, from a cleared solver,
+            // solves them. The next solve goes back to the simplex.
+            tracing::debug!("LP simplex ended with {status:?}; solving by interior point");
+            // SAFETY: the live HiGHS instance of `model`.
+            unsafe { highs_sys::Highs_clearSolver(model.as_mut_ptr()) };
             model.try_set_option("solver", "ipm").map_err(highs_error)?;
-            solved = model.try_solve().map_err(highs_error)?;
+            status = run(model);
         }
-        let solution = solved.get_solution();
-        let optimal = solved.status() == HighsModelStatus::Optimal;
-        let objective = solved.objective_value() + constant;
-        let point = solution.columns().to_vec();
-        let duals = solution.dual_rows().to_vec();
-        let ray = match solved.status() {
-            HighsModelStatus::Infeasible => dual_ray(&solved, self.rows.len()),
-            _ => None,
+        let status = match status {
+            Ok(s) => s,
+            Err(e) => {
+                // No solution to read. Any multipliers give a valid bound, none a useful
+                // one: claim nothing (-inf), which every caller treats as "not proved".
+                tracing::warn!("HiGHS failed on an LP of {rows} rows ({e}); its bound is not used");
+                // SAFETY: the live HiGHS instance of `model`.
+                unsafe { highs_sys::Highs_clearSolver(model.as_mut_ptr()) };
+                return Ok(LpSolution { lower: f64::NEG_INFINITY, optimal: false, objective: f64::NAN, point: vec![0.0; cols] });
+            }
         };
-        self.model = Some(Model::from(solved));
+        tracing::trace!("LP of {rows} rows: {status:?} after {} simplex iterations, {:.3} s", int_info(model, c"simplex_iteration_count"), started.elapsed().as_secs_f64());
+        let (point, duals) = read_solution(model, cols, rows);
+        let objective = objective_value(model) + constant;
+        let ray = (status == HighsModelStatus::Infeasible).then(|| dual_ray(model, rows)).flatten();
+        let optimal = status == HighsModelStatus::Optimal;
         if let Some(ray) = ray {
             if self.proves_empty(&ray) {
                 return Ok(LpSolution { lower: f64::INFINITY, optimal: false, objective, point });
@@ -262,7 +278,8 @@ impl Program {
             });
         }
         self.set_objective(objective);
-        let mut model = self.model.take().unwrap_or_else(|| unreachable!());
+        let cols = self.cols.len();
+        let model = &mut self.model;
         model.try_set_option("time_limit", time_limit.as_secs_f64().max(1e-3)).map_err(highs_error)?;
         // Options persist between solves: set both limits every time.
         let (bound, target) = cutoff.map(|c| (c - constant, c - constant)).unwrap_or((f64::INFINITY, f64::NEG_INFINITY));
@@ -272,35 +289,83 @@ impl Program {
         model.try_set_option("presolve", "choose").map_err(highs_error)?;
         model.try_set_option("solver", "choose").map_err(highs_error)?;
         model.try_set_option("simplex_iteration_limit", i32::MAX).map_err(highs_error)?;
-        let solved = model.try_solve().map_err(highs_error)?;
-        let status = solved.status();
-        let point = || solved.get_solution().columns().to_vec();
-        let objective = solved.objective_value() + constant;
-        let dual = solved.double_info_value(c"mip_dual_bound").unwrap_or(f64::NEG_INFINITY) + constant;
-        let outcome = match status {
+        let status = match run(model) {
+            Ok(status) => status,
+            Err(e) => return Ok(MilpOutcome::Failed(e)),
+        };
+        let point = |model: &mut Model| read_solution(model, cols, 0).0;
+        let objective = objective_value(model) + constant;
+        let mut dual = f64::NEG_INFINITY;
+        // SAFETY: the live HiGHS instance of `model`; `dual` receives one double.
+        if unsafe { highs_sys::Highs_getDoubleInfoValue(model.as_mut_ptr(), c"mip_dual_bound".as_ptr(), &mut dual) } == highs_sys::kHighsStatusError {
+            dual = f64::NEG_INFINITY;
+        }
+        let dual = dual + constant;
+        Ok(match status {
             HighsModelStatus::Infeasible if cutoff.is_some() => MilpOutcome::AboveCutoff,
             HighsModelStatus::ObjectiveBound => MilpOutcome::AboveCutoff,
-            HighsModelStatus::ObjectiveTarget => MilpOutcome::Below { objective, point: point() },
+            HighsModelStatus::ObjectiveTarget => MilpOutcome::Below { objective, point: point(model) },
             HighsModelStatus::Optimal => match cutoff {
-                Some(cut) if objective < cut => MilpOutcome::Below { objective, point: point() },
+                Some(cut) if objective < cut => MilpOutcome::Below { objective, point: point(model) },
                 Some(_) => MilpOutcome::AboveCutoff,
-                None => MilpOutcome::Optimal { objective, lower: dual.min(objective), point: point() },
+                None => MilpOutcome::Optimal { objective, lower: dual.min(objective), point: point(model) },
             },
             HighsModelStatus::ReachedTimeLimit => MilpOutcome::TimedOut { lower: dual },
             other => MilpOutcome::Failed(format!("{other:?}")),
-        };
-        self.model = Some(Model::from(solved));
-        Ok(outcome)
+        })
     }
 }
 
+/// Runs HiGHS on `model` in place and returns its model status. The crate's `try_solve`
+/// consumes the model and drops it on an error status, but a program must survive a failed
+/// solve: the caller falls back to another solver or claims nothing, and solves again later.
+fn run(model: &mut Model) -> std::result::Result<HighsModelStatus, String> {
+    // HiGHS compares `time_limit` with a clock that runs across solves of the same instance:
+    // without zeroing it, a program re-solved for minutes had every later solve stop at
+    // once, after 0 iterations. Zeroed, the limit is per solve, as the callers mean it.
+    // SAFETY: the live HiGHS instance of `model`.
+    unsafe { highs_sys::Highs_zeroAllClocks(model.as_mut_ptr()) };
+    // SAFETY: as above.
+    let code = unsafe { highs_sys::Highs_run(model.as_mut_ptr()) };
+    if code == highs_sys::kHighsStatusError {
+        return Err("error status".into());
+    }
+    // SAFETY: as above.
+    let status = unsafe { highs_sys::Highs_getModelStatus(model.as_mut_ptr()) };
+    HighsModelStatus::try_from(status).map_err(|_| format!("unknown model status {status}"))
+}
+
+fn int_info(model: &mut Model, name: &std::ffi::CStr) -> i64 {
+    let mut v: highs_sys::HighsInt = 0;
+    // SAFETY: the live HiGHS instance of `model`; `v` receives one HighsInt.
+    unsafe { highs_sys::Highs_getIntInfoValue(model.as_mut_ptr(), name.as_ptr(), &mut v) };
+    i64::from(v)
+}
+
+fn objective_value(model: &mut Model) -> f64 {
+    // SAFETY: the live HiGHS instance of `model`.
+    unsafe { highs_sys::Highs_getObjectiveValue(model.as_mut_ptr()) }
+}
+
+/// The column values and row duals of the last solve.
+fn read_solution(model: &mut Model, cols: usize, rows: usize) -> (Vec<f64>, Vec<f64>) {
+    let (mut col_value, mut col_dual) = (vec![0.0f64; cols], vec![0.0f64; cols]);
+    let (mut row_value, mut row_dual) = (vec![0.0f64; rows], vec![0.0f64; rows]);
+    // SAFETY: the live HiGHS instance of `model`, which has `cols` columns and `rows` rows;
+    // HiGHS writes one value per column or row into each buffer.
+    unsafe {
+        highs_sys::Highs_getSolution(model.as_mut_ptr(), col_value.as_mut_ptr(), col_dual.as_mut_ptr(), row_value.as_mut_ptr(), row_dual.as_mut_ptr());
+    }
+    (col_value, row_dual)
+}
+
 /// HiGHS's dual ray of an infeasible LP (the `highs` crate does not wrap it).
-fn dual_ray(solved: &highs::SolvedModel, rows: usize) -> Option<Vec<f64>> {
+fn dual_ray(model: &mut Model, rows: usize) -> Option<Vec<f64>> {
     let mut has: highs_sys::HighsInt = 0;
     let mut ray = vec![0.0f64; rows];
-    // SAFETY: the pointer is the live HiGHS instance of `solved`; HiGHS writes one value per
-    // row into `ray`, which has exactly that many.
-    let status = unsafe { highs_sys::Highs_getDualRay(solved.as_ptr(), &mut has, ray.as_mut_ptr()) };
+    // SAFETY: the live HiGHS instance of `model`; HiGHS writes one value per row into `ray`,
+    // which has exactly that many.
+    let status = unsafe { highs_sys::Highs_getDualRay(model.as_mut_ptr(), &mut has, ray.as_mut_ptr()) };
     (status != highs_sys::kHighsStatusError && has != 0).then_some(ray)
 }
 
