@@ -278,7 +278,7 @@ impl Program {
             });
         }
         self.set_objective(objective);
-        let cols = self.cols.len();
+        let (cols, rows) = (self.cols.len(), self.rows.len());
         let model = &mut self.model;
         model.try_set_option("time_limit", time_limit.as_secs_f64().max(1e-3)).map_err(highs_error)?;
         // Options persist between solves: set both limits every time.
@@ -293,7 +293,7 @@ impl Program {
             Ok(status) => status,
             Err(e) => return Ok(MilpOutcome::Failed(e)),
         };
-        let point = |model: &mut Model| read_solution(model, cols, 0).0;
+        let point = |model: &mut Model| read_solution(model, cols, rows).0;
         let objective = objective_value(model) + constant;
         let mut dual = f64::NEG_INFINITY;
         // SAFETY: the live HiGHS instance of `model`; `dual` receives one double.
@@ -386,6 +386,28 @@ mod tests {
         // Maximise by minimising the negation: max x + y = 20 at the box corner.
         let ub = -p.minimize(&[(x, -1.0), (y, -1.0)], 0.0, None).unwrap();
         assert!(ub >= 20.0 && ub < 20.0 + 1e-9, "{ub}");
+    }
+
+    /// The time limit is per solve: HiGHS's own clock runs across the solves of one instance,
+    /// and before it was zeroed every solve after the first `limit` seconds of a program's
+    /// life stopped at once with 0 iterations (and a weak bound).
+    #[test]
+    fn time_limits_apply_to_each_solve_not_to_the_programs_lifetime() {
+        let mut p = Program::new().unwrap();
+        let x = p.add_col(0.0, 10.0).unwrap();
+        let y = p.add_col(0.0, 10.0).unwrap();
+        p.add_row(vec![(x, 1.0), (y, 2.0)], 2.0, f64::INFINITY).unwrap();
+        p.add_row(vec![(x, 3.0), (y, 1.0)], 3.0, f64::INFINITY).unwrap();
+        p.set_time_limit(Some(Duration::from_millis(200)));
+        let start = std::time::Instant::now();
+        let mut solves = 0;
+        while start.elapsed() < Duration::from_millis(600) || solves < 10 {
+            // Alternate objectives so that every solve has simplex work to do.
+            let sign = if solves % 2 == 0 { 1.0 } else { -1.0 };
+            let s = p.solve_lp(&[(x, sign), (y, 1.0)], 0.0, None).unwrap();
+            assert!(s.optimal, "solve {solves} after {:?} stopped early", start.elapsed());
+            solves += 1;
+        }
     }
 
     /// An integer program whose LP relaxation is looser: min -x - y with 2x + 2y <= 3, binary.
