@@ -220,13 +220,19 @@ fn lp_outcomes(s: &Samples, relaxation: LpRelaxation, method: &CertMethod, cfg: 
             }
         }
     }
-    let robust = pgd::robust(s.net, &s.x, &s.labels, &s.region, cfg.eps, &PgdConfig { seed: cfg.seed, ..PgdConfig::new(LP_PREFILTER_PGD_STEPS) });
-    for (r, robust) in result.iter_mut().zip(robust) {
-        if !robust && *r != Outcome::Certified {
-            *r = Outcome::Falsified;
+    // Only the samples still open are attacked, and only those PGD leaves open get an LP.
+    let mut open: Vec<usize> = (0..s.len()).filter(|&i| result[i] == Outcome::Unknown).collect();
+    if open.is_empty() {
+        return Ok(result);
+    }
+    let attacked = s.subset(&open, cfg);
+    let robust = pgd::robust(attacked.net, &attacked.x, &attacked.labels, &attacked.region, cfg.eps, &PgdConfig { seed: cfg.seed, ..PgdConfig::new(LP_PREFILTER_PGD_STEPS) });
+    for (&i, robust) in open.iter().zip(&robust) {
+        if !robust {
+            result[i] = Outcome::Falsified;
         }
     }
-    let open: Vec<usize> = (0..s.len()).filter(|&i| result[i] == Outcome::Unknown).collect();
+    open.retain(|&i| result[i] == Outcome::Unknown);
     if open.is_empty() {
         return Ok(result);
     }
