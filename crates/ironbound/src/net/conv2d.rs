@@ -40,7 +40,7 @@ impl Conv2d {
     /// on the CPU: im2col by one gather and a single GEMM, whose weight gradient is one more
     /// GEMM. burn-flex's convolution computes that gradient as a convolution of the swapped
     /// batch with a dilated output-sized kernel, which on DM-small's first layer (1 channel,
-    /// 4x4 stride 2) took ~10 ms of a 128-row shard against ~1.3 ms this way
+    /// 4x4 stride 2) took 6-7 ms of a 128-row shard against ~1.8 ms this way
     /// (`examples/convprobe.rs`). Everything else keeps burn's convolution: a tracked input
     /// would need im2col's transpose (a scatter-add), which is slower than burn's.
     fn convolve(&self, x: Tensor<4>, weight: Tensor<4>) -> Tensor<4> {
