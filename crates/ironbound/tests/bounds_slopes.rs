@@ -355,7 +355,8 @@ fn one_step_needs_labels_random_slope_does_not() {
 fn one_step_bounds_are_differentiable_in_the_weights_with_the_same_slopes() {
     // Training's view: on a tracked network the bound has the plain network's value (the
     // slopes are chosen on detached values) and gradients reach the weights through the final
-    // pass.
+    // pass. The value agrees to float32 rounding, not bit for bit: with tracked weights the
+    // first convolution runs as im2col + GEMM (net/conv2d.rs), a different summation order.
     let net = convnet(101);
     let tracked = net.map_params(&mut |_, p| p.require_grad());
     let (x, _) = random_inputs(&net, 3, 102, 0.0, 1.0);
@@ -364,7 +365,11 @@ fn one_step_bounds_are_differentiable_in_the_weights_with_the_same_slopes() {
     let r = Method::OneStep.relaxation().with_seed(4);
     let plain = to_vec(lower_bound(&net, &region, &spec, &r).unwrap());
     let lb = lower_bound(&tracked, &region, &spec, &r).unwrap();
-    assert_eq!(to_vec(lb.clone().detach().without_autodiff()), plain);
+    let value = to_vec(lb.clone().detach().without_autodiff());
+    assert_eq!(value.len(), plain.len());
+    for (a, b) in value.iter().zip(&plain) {
+        assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "tracked {a} vs plain {b}");
+    }
     let grads = ironbound::loss::robust_cross_entropy(lb).backward();
     let mut reached = 0;
     for (name, p) in tracked.named_params() {
