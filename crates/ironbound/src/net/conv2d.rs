@@ -35,7 +35,7 @@ impl Conv2d {
         [d[2], d[3]]
     }
 
-    /// `weight * x` without the bias. In training, where the weights carry gradients and the
+    /// `weight * x`, plus `bias` if given. In training, where the weights carry gradients and the
     /// input does not (the first layer, fed the data or an input region's centre and radius),
     /// on the CPU: im2col by one gather and a single GEMM, whose weight gradient is one more
     /// GEMM. burn-flex's convolution computes that gradient as a convolution of the swapped
@@ -43,14 +43,14 @@ impl Conv2d {
     /// 4x4 stride 2) took 6-7 ms of a 128-row shard against ~1.8 ms this way
     /// (`examples/convprobe.rs`). Everything else keeps burn's convolution: a tracked input
     /// would need im2col's transpose (a scatter-add), which is slower than burn's.
-    fn convolve(&self, x: Tensor<4>, weight: Tensor<4>) -> Tensor<4> {
+    fn convolve(&self, x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
         let [n, c, h, w] = x.dims();
         let [cout, _, kh, kw] = weight.dims();
         let out = [self.out_size(h, 0), self.out_size(w, 1)];
         let cols = out[0].zip(out[1]).map(|(ho, wo)| n * ho * wo * c * kh * kw);
         let gather = crate::tensor::on_cpu() && weight.is_tracked() && !x.is_tracked() && cols.is_some_and(|e| e <= 1 << 26);
         let (Some(ho), Some(wo), true) = (out[0], out[1], gather) else {
-            return ops::conv2d(x, weight, None, self.options());
+            return ops::conv2d(x, weight, bias, self.options());
         };
         // Column j of a row of `cols` reads input element index[j], or the appended zero
         // (index c*h*w) where the kernel overlaps the padding.
@@ -76,7 +76,11 @@ impl Conv2d {
         let padded = Tensor::cat(vec![x.reshape([n, zero]), zeros], 1);
         let cols = padded.select(1, index).reshape([n * positions, ckk]);
         let y = cols.matmul(weight.reshape([cout, ckk]).transpose());
-        y.reshape([n, positions, cout]).swap_dims(1, 2).reshape([n, cout, ho, wo])
+        let y = y.reshape([n, positions, cout]).swap_dims(1, 2).reshape([n, cout, ho, wo]);
+        match bias {
+            Some(b) => y + b.reshape([1, cout, 1, 1]),
+            None => y,
+        }
     }
 
     fn options(&self) -> ConvOptions<2> {
@@ -115,16 +119,15 @@ impl AffineLayer for Conv2d {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let c = self.out_channels();
-        self.convolve(x, self.weight.clone()) + self.bias.clone().reshape([1, c, 1, 1])
+        self.convolve(x, self.weight.clone(), Some(self.bias.clone()))
     }
 
     fn linear(&self, x: Tensor<4>) -> Tensor<4> {
-        self.convolve(x, self.weight.clone())
+        self.convolve(x, self.weight.clone(), None)
     }
 
     fn abs_linear(&self, r: Tensor<4>) -> Tensor<4> {
-        self.convolve(r, self.weight.clone().abs())
+        self.convolve(r, self.weight.clone().abs(), None)
     }
 
     /// Forward: C_in k_h k_w products and the bias; transposed: at most C_out k_h k_w products
