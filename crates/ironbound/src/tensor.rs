@@ -11,6 +11,9 @@ pub use burn::tensor::{module as ops, Bool, DType, Device, Int, Tensor, TensorDa
 use crate::error::{Error, Result};
 use std::sync::OnceLock;
 
+mod patches;
+pub use patches::{fold, unfold, Patches};
+
 /// Where the tensors of this process live (`--device`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {
