@@ -54,7 +54,7 @@ impl Conv2d {
             output: [ho, wo],
             ones_row: bias.is_some(),
         };
-        if n.checked_mul(patches.rows() * patches.positions()).is_none_or(|e| e > 1 << 31) {
+        if n.checked_mul(patches.width() * patches.positions()).is_none_or(|e| e > 1 << 31) {
             return ops::conv2d(x, weight, bias, self.options());
         }
         let mut w = weight.reshape([cout, c * kh * kw]);

@@ -39,54 +39,49 @@ pub struct Patches {
 }
 
 impl Patches {
-    /// Rows of one sample's patch matrix.
-    pub fn rows(&self) -> usize {
+    /// Columns of a patch matrix: c·kh·kw, plus the ones column.
+    pub fn width(&self) -> usize {
         self.input[0] * self.kernel[0] * self.kernel[1] + usize::from(self.ones_row)
     }
 
-    /// Columns of one sample's patch matrix (output positions).
+    /// Rows of one sample's patch matrix (output positions).
     pub fn positions(&self) -> usize {
         self.output[0] * self.output[1]
     }
 
     /// Samples per chunk: as many as keep the chunk's patch matrix within `CHUNK_ELEMENTS`.
     fn chunk(&self) -> usize {
-        (CHUNK_ELEMENTS / (self.rows() * self.positions()).max(1)).max(1)
+        (CHUNK_ELEMENTS / (self.width() * self.positions()).max(1)).max(1)
     }
 
     fn input_len(&self) -> usize {
         self.input.iter().product()
     }
 
-    /// The input row read by kernel row `k` at output row `o` along `dim`, if inside the image.
-    fn source(&self, dim: usize, o: usize, k: usize) -> Option<usize> {
-        (o * self.stride[dim] + k).checked_sub(self.padding[dim]).filter(|&i| i < self.input[dim + 1])
+    /// The zero-padded input's height and width.
+    fn padded(&self) -> [usize; 2] {
+        [self.input[1] + 2 * self.padding[0], self.input[2] + 2 * self.padding[1]]
     }
 
-    /// Calls `visit(patch_offset, input_offset, run)` for every run of elements that is
-    /// contiguous in both one sample's patch matrix (`[positions, rows]`) and its input: the
-    /// kernel columns of one (position, channel, kernel row) that fall inside the image.
-    /// Elements over the padding are not visited (they read zero).
-    fn for_each_run(&self, mut visit: impl FnMut(usize, usize, usize)) {
-        let [c, h, w] = self.input;
+    fn padded_len(&self) -> usize {
+        let [hp, wp] = self.padded();
+        self.input[0] * hp * wp
+    }
+
+    /// Calls `visit(patch_offset, padded_input_offset)` for every kernel row (kw contiguous
+    /// elements in both) of one sample's patch matrix `[positions, width]`.
+    #[inline(always)]
+    fn for_each_kernel_row(&self, mut visit: impl FnMut(usize, usize)) {
+        let [c, width] = [self.input[0], self.width()];
         let [kh, kw] = self.kernel;
         let [ho, wo] = self.output;
-        let rows = self.rows();
+        let [hp, wp] = self.padded();
         for oy in 0..ho {
             for ox in 0..wo {
-                // Kernel columns kx with 0 <= ox*s + kx - p < w.
-                let left = ox * self.stride[1];
-                let lo = self.padding[1].saturating_sub(left);
-                let hi = kw.min((w + self.padding[1]).saturating_sub(left));
-                if lo >= hi {
-                    continue;
-                }
-                let ix = left + lo - self.padding[1];
-                let row = (oy * wo + ox) * rows;
-                for ky in 0..kh {
-                    let Some(iy) = self.source(0, oy, ky) else { continue };
-                    for ci in 0..c {
-                        visit(row + (ci * kh + ky) * kw + lo, (ci * h + iy) * w + ix, hi - lo);
+                let row = (oy * wo + ox) * width;
+                for ci in 0..c {
+                    for ky in 0..kh {
+                        visit(row + (ci * kh + ky) * kw, (ci * hp + oy * self.stride[0] + ky) * wp + ox * self.stride[1]);
                     }
                 }
             }
@@ -97,7 +92,7 @@ impl Patches {
 /// The operation, on the CPU backend with and without autodiff.
 #[backend_extension(Flex, Autodiff)]
 pub trait PatchOps: Backend {
-    /// `x` `[n, c, h, w]`, `weight` `[cout, rows]` (the kernel flattened, then the bias when
+    /// `x` `[n, c, h, w]`, `weight` `[cout, width]` (the kernel flattened, then the bias when
     /// `patches.ones_row`) -> `[n, cout, ho, wo]`.
     fn conv_patches(x: FloatTensor<Self>, weight: FloatTensor<Self>, patches: Patches) -> FloatTensor<Self>;
 }
@@ -118,35 +113,52 @@ impl Float for f64 {
     const ONE: f64 = 1.0;
 }
 
-/// `f(d, s)` over two runs of equal length: a kernel row, usually 3 to 5 elements. Fixed
-/// lengths compile to a few vector moves, where a slice copy of unknown length calls `memmove`
-/// (11% of a natural DM-small step went to that call's overhead).
-#[inline(always)]
-fn short_run<E: Copy>(dst: &mut [E], src: &[E], f: impl Fn(&mut E, E)) {
-    #[inline(always)]
-    fn fixed<const N: usize, E: Copy>(dst: &mut [E], src: &[E], f: impl Fn(&mut E, E)) {
-        if let (Ok(d), Ok(s)) = (<&mut [E; N]>::try_from(dst), <&[E; N]>::try_from(src)) {
-            d.iter_mut().zip(s).for_each(|(d, s)| f(d, *s));
+/// One sample's input, zero-padded (borrowed as it is when there is no padding).
+fn pad<'a, E: Float>(src: &'a [E], p: &Patches) -> std::borrow::Cow<'a, [E]> {
+    if p.padding == [0, 0] {
+        return std::borrow::Cow::Borrowed(src);
+    }
+    let [hp, wp] = p.padded();
+    let [c, h, w] = p.input;
+    let mut out = vec![E::default(); p.padded_len()];
+    for ci in 0..c {
+        for y in 0..h {
+            let at = (ci * hp + y + p.padding[0]) * wp + p.padding[1];
+            out[at..at + w].copy_from_slice(&src[(ci * h + y) * w..(ci * h + y + 1) * w]);
         }
     }
-    match dst.len() {
-        1 => fixed::<1, E>(dst, src, f),
-        2 => fixed::<2, E>(dst, src, f),
-        3 => fixed::<3, E>(dst, src, f),
-        4 => fixed::<4, E>(dst, src, f),
-        5 => fixed::<5, E>(dst, src, f),
-        _ => dst.iter_mut().zip(src).for_each(|(d, s)| f(d, *s)),
-    }
+    std::borrow::Cow::Owned(out)
 }
 
-/// The patch matrices `[samples · positions, rows]` of `samples` consecutive input samples.
+/// One sample's patch matrix from its padded input. `KW` is the kernel width when it is one
+/// of the common ones, else 0 (then read from `p`): a copy of constant length compiles to a
+/// few vector moves, one of unknown length to a `memmove` call whose overhead on 4-element
+/// rows was most of the unfold's time.
+fn unfold_sample<E: Float, const KW: usize>(padded: &[E], dst: &mut [E], p: &Patches) {
+    let kw = if KW == 0 { p.kernel[1] } else { KW };
+    p.for_each_kernel_row(|o, i| dst[o..o + kw].copy_from_slice(&padded[i..i + kw]));
+}
+
+/// Adds one sample's patch matrix onto its padded input gradient (as `unfold_sample`).
+fn fold_sample<E: Float, const KW: usize>(cols: &[E], padded: &mut [E], p: &Patches) {
+    let kw = if KW == 0 { p.kernel[1] } else { KW };
+    p.for_each_kernel_row(|o, i| padded[i..i + kw].iter_mut().zip(&cols[o..o + kw]).for_each(|(d, s)| *d += *s));
+}
+
+/// The patch matrices `[samples · positions, width]` of `samples` consecutive input samples.
 fn unfold<E: Float>(x: &[E], samples: usize, p: &Patches) -> Vec<E> {
-    let (rows, positions, len) = (p.rows(), p.positions(), p.input_len());
-    let mut cols = vec![E::default(); samples * positions * rows];
-    for (src, dst) in x.chunks(len).zip(cols.chunks_mut(positions * rows)) {
-        p.for_each_run(|o, i, run| short_run(&mut dst[o..o + run], &src[i..i + run], |d, s| *d = s));
+    let (width, positions, len) = (p.width(), p.positions(), p.input_len());
+    let mut cols = vec![E::default(); samples * positions * width];
+    for (src, dst) in x.chunks(len).zip(cols.chunks_mut(positions * width)) {
+        let padded = pad(src, p);
+        match p.kernel[1] {
+            3 => unfold_sample::<E, 3>(&padded, dst, p),
+            4 => unfold_sample::<E, 4>(&padded, dst, p),
+            5 => unfold_sample::<E, 5>(&padded, dst, p),
+            _ => unfold_sample::<E, 0>(&padded, dst, p),
+        }
         if p.ones_row {
-            dst.iter_mut().skip(rows - 1).step_by(rows).for_each(|v| *v = E::ONE);
+            dst.iter_mut().skip(width - 1).step_by(width).for_each(|v| *v = E::ONE);
         }
     }
     cols
@@ -155,9 +167,32 @@ fn unfold<E: Float>(x: &[E], samples: usize, p: &Patches) -> Vec<E> {
 /// Adds the patch matrices `cols` back onto their input samples `dx` (col2im; the ones
 /// column, a constant, is dropped).
 fn fold<E: Float>(cols: &[E], dx: &mut [E], p: &Patches) {
-    let (rows, positions, len) = (p.rows(), p.positions(), p.input_len());
-    for (src, dst) in cols.chunks(positions * rows).zip(dx.chunks_mut(len)) {
-        p.for_each_run(|o, i, run| short_run(&mut dst[i..i + run], &src[o..o + run], |d, s| *d += s));
+    let (width, positions, len) = (p.width(), p.positions(), p.input_len());
+    let [c, h, w] = p.input;
+    let [hp, wp] = p.padded();
+    let mut padded = vec![E::default(); p.padded_len()];
+    for (src, dst) in cols.chunks(positions * width).zip(dx.chunks_mut(len)) {
+        let target: &mut [E] = match p.padding == [0, 0] {
+            true => dst,
+            false => {
+                padded.fill(E::default());
+                &mut padded
+            }
+        };
+        match p.kernel[1] {
+            3 => fold_sample::<E, 3>(src, target, p),
+            4 => fold_sample::<E, 4>(src, target, p),
+            5 => fold_sample::<E, 5>(src, target, p),
+            _ => fold_sample::<E, 0>(src, target, p),
+        }
+        if p.padding != [0, 0] {
+            for ci in 0..c {
+                for y in 0..h {
+                    let at = (ci * hp + y + p.padding[0]) * wp + p.padding[1];
+                    dst[(ci * h + y) * w..(ci * h + y + 1) * w].iter_mut().zip(&padded[at..at + w]).for_each(|(d, s)| *d += *s);
+                }
+            }
+        }
     }
 }
 
@@ -232,14 +267,14 @@ fn gemm_into<E: Float>(dst: &mut [E], dst_stride: usize, lhs: Operand<E>, rhs: O
 
 /// `y [n, cout, positions] = patches(x) · w^T`, chunk by chunk in parallel.
 fn forward<E: Float>(x: &[E], w: &[E], n: usize, cout: usize, p: &Patches) -> Vec<E> {
-    let (rows, positions, len, chunk) = (p.rows(), p.positions(), p.input_len(), p.chunk());
+    let (width, positions, len, chunk) = (p.width(), p.positions(), p.input_len(), p.chunk());
     let mut y = vec![E::default(); n * cout * positions];
     y.par_chunks_mut(chunk * cout * positions).enumerate().for_each(|(c, y)| {
         let samples = y.len() / (cout * positions);
         let cols = unfold(&x[c * chunk * len..(c * chunk + samples) * len], samples, p);
         let mut t = vec![E::default(); samples * positions * cout];
-        let lhs = Operand { values: &cols, rows: samples * positions, cols: rows, row_stride: rows, col_stride: 1 };
-        let rhs = Operand { values: w, rows, cols: cout, row_stride: 1, col_stride: rows };
+        let lhs = Operand { values: &cols, rows: samples * positions, cols: width, row_stride: width, col_stride: 1 };
+        let rhs = Operand { values: w, rows: width, cols: cout, row_stride: 1, col_stride: width };
         gemm_into(&mut t, cout, lhs, rhs);
         from_rows(&t, y, cout, positions);
     });
@@ -248,40 +283,40 @@ fn forward<E: Float>(x: &[E], w: &[E], n: usize, cout: usize, p: &Patches) -> Ve
 
 /// The input gradient `[n, c, h, w]`: fold(dy · w), chunk by chunk in parallel.
 fn input_grad<E: Float>(dy: &[E], w: &[E], n: usize, cout: usize, p: &Patches) -> Vec<E> {
-    let (rows, positions, len, chunk) = (p.rows(), p.positions(), p.input_len(), p.chunk());
+    let (width, positions, len, chunk) = (p.width(), p.positions(), p.input_len(), p.chunk());
     // The ones column's gradient is never needed: the GEMM leaves it zero.
-    let kernel_rows = rows - usize::from(p.ones_row);
+    let kernel_width = width - usize::from(p.ones_row);
     let mut dx = vec![E::default(); n * len];
     dx.par_chunks_mut(chunk * len).enumerate().for_each(|(c, dx)| {
         let samples = dx.len() / len;
         let t = to_rows(&dy[c * chunk * cout * positions..(c * chunk + samples) * cout * positions], cout, positions);
-        let mut cols = vec![E::default(); samples * positions * rows];
+        let mut cols = vec![E::default(); samples * positions * width];
         let lhs = Operand { values: &t, rows: samples * positions, cols: cout, row_stride: cout, col_stride: 1 };
-        let rhs = Operand { values: w, rows: cout, cols: kernel_rows, row_stride: rows, col_stride: 1 };
-        gemm_into(&mut cols, rows, lhs, rhs);
+        let rhs = Operand { values: w, rows: cout, cols: kernel_width, row_stride: width, col_stride: 1 };
+        gemm_into(&mut cols, width, lhs, rhs);
         fold(&cols, dx, p);
     });
     dx
 }
 
-/// The weight gradient `[cout, rows]`: dy^T · patches(x), the chunks' partial products
+/// The weight gradient `[cout, width]`: dy^T · patches(x), the chunks' partial products
 /// computed in parallel and summed in chunk order.
 fn weight_grad<E: Float>(x: &[E], dy: &[E], n: usize, cout: usize, p: &Patches) -> Vec<E> {
-    let (rows, positions, len, chunk) = (p.rows(), p.positions(), p.input_len(), p.chunk());
+    let (width, positions, len, chunk) = (p.width(), p.positions(), p.input_len(), p.chunk());
     let partial: Vec<Vec<E>> = (0..n.div_ceil(chunk))
         .into_par_iter()
         .map(|c| {
             let samples = chunk.min(n - c * chunk);
             let cols = unfold(&x[c * chunk * len..(c * chunk + samples) * len], samples, p);
             let t = to_rows(&dy[c * chunk * cout * positions..(c * chunk + samples) * cout * positions], cout, positions);
-            let mut g = vec![E::default(); cout * rows];
+            let mut g = vec![E::default(); cout * width];
             let lhs = Operand { values: &t, rows: cout, cols: samples * positions, row_stride: 1, col_stride: cout };
-            let rhs = Operand { values: &cols, rows: samples * positions, cols: rows, row_stride: rows, col_stride: 1 };
-            gemm_into(&mut g, rows, lhs, rhs);
+            let rhs = Operand { values: &cols, rows: samples * positions, cols: width, row_stride: width, col_stride: 1 };
+            gemm_into(&mut g, width, lhs, rhs);
             g
         })
         .collect();
-    let mut sum = vec![E::default(); cout * rows];
+    let mut sum = vec![E::default(); cout * width];
     for g in partial {
         sum.iter_mut().zip(g).for_each(|(s, g)| *s += g);
     }
@@ -340,7 +375,7 @@ impl Backward<Flex, 2> for ConvBackward {
             grads.register::<Flex>(node.id, dx);
         }
         if let Some(node) = w_node {
-            let shape = [cout, p.rows()];
+            let shape = [cout, p.width()];
             let dw = typed(
                 [&x, &dy],
                 |[x, dy]| TensorData::new(weight_grad(x, dy, n, cout, &p), shape),
@@ -366,7 +401,7 @@ impl<C: CheckpointStrategy> PatchOps for Autodiff<Flex, C> {
 
 /// `weight · x` over `patches` on the CPU backend, differentiable in both. The caller checks
 /// `on_cpu()`, that both are float32 or both float64, and that `patches` matches the shapes:
-/// `x` `[n, c, h, w]`, `weight` `[cout, patches.rows()]`.
+/// `x` `[n, c, h, w]`, `weight` `[cout, patches.width()]`.
 pub fn conv2d(x: Tensor<4>, weight: Tensor<2>, patches: Patches) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as PatchOps>::conv_patches(x.into_dispatch(), weight.into_dispatch(), patches))
 }
@@ -386,7 +421,7 @@ mod tests {
     fn unfold_reads_each_kernel_offset_with_zero_padding() {
         let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
         let p = patches([1, 3, 3], [2, 2], [1, 1], [1, 1], true);
-        assert_eq!((p.rows(), p.positions()), (5, 16));
+        assert_eq!((p.width(), p.positions()), (5, 16));
         #[rustfmt::skip]
         let expected: [f32; 80] = [
             0., 0., 0., 1., 1.,
@@ -427,12 +462,12 @@ mod tests {
         for p in cases {
             let samples = 3;
             let x = values(samples * p.input_len(), 1);
-            let c = values(samples * p.positions() * p.rows(), 2);
+            let c = values(samples * p.positions() * p.width(), 2);
             let lhs: f64 = unfold(&x, samples, &p).iter().zip(&c).map(|(a, b)| a * b).sum();
             let mut folded = vec![0.0; x.len()];
             fold(&c, &mut folded, &p);
             let ones: f64 = match p.ones_row {
-                true => c.iter().skip(p.rows() - 1).step_by(p.rows()).sum(),
+                true => c.iter().skip(p.width() - 1).step_by(p.width()).sum(),
                 false => 0.0,
             };
             let rhs = x.iter().zip(&folded).map(|(a, b)| a * b).sum::<f64>() + ones;
@@ -454,9 +489,9 @@ mod tests {
         assert_eq!(a, weight_grad(&x, &dy, n, cout, &p));
         let (cols, t) = (unfold(&x, n, &p), to_rows(&dy, cout, p.positions()));
         for co in 0..cout {
-            for r in 0..p.rows() {
-                let direct: f64 = (0..n * p.positions()).map(|i| t[i * cout + co] as f64 * cols[i * p.rows() + r] as f64).sum();
-                let got = a[co * p.rows() + r] as f64;
+            for r in 0..p.width() {
+                let direct: f64 = (0..n * p.positions()).map(|i| t[i * cout + co] as f64 * cols[i * p.width() + r] as f64).sum();
+                let got = a[co * p.width() + r] as f64;
                 assert!((got - direct).abs() < 1e-3 * direct.abs().max(1.0), "{co},{r}: {got} vs {direct}");
             }
         }
