@@ -141,8 +141,18 @@ fn unfold_sample<E: Float, const KW: usize>(padded: &[E], dst: &mut [E], p: &Pat
 
 /// Adds one sample's patch matrix onto its padded input gradient (as `unfold_sample`).
 fn fold_sample<E: Float, const KW: usize>(cols: &[E], padded: &mut [E], p: &Patches) {
-    let kw = if KW == 0 { p.kernel[1] } else { KW };
-    p.for_each_kernel_row(|o, i| padded[i..i + kw].iter_mut().zip(&cols[o..o + kw]).for_each(|(d, s)| *d += *s));
+    if KW == 0 {
+        let kw = p.kernel[1];
+        return p.for_each_kernel_row(|o, i| padded[i..i + kw].iter_mut().zip(&cols[o..o + kw]).for_each(|(d, s)| *d += *s));
+    }
+    // As arrays, the KW additions become one vector add instead of KW scalar ones.
+    p.for_each_kernel_row(|o, i| {
+        if let (Ok(d), Ok(s)) = (<&mut [E; KW]>::try_from(&mut padded[i..i + KW]), <&[E; KW]>::try_from(&cols[o..o + KW])) {
+            for j in 0..KW {
+                d[j] += s[j];
+            }
+        }
+    });
 }
 
 /// The patch matrices `[samples · positions, width]` of `samples` consecutive input samples.
