@@ -39,7 +39,8 @@ pub fn run(a: Args) -> Result<()> {
         if a.json {
             println!("{}", serde_json::to_string(&t).map_err(Error::internal)?);
         } else {
-            println!("{:<30} median {:>10.2} ms   min {:>10.2} ms   ({} iters, {} threads)", t.workload, t.ms_median, t.ms_min, t.iters, t.threads);
+            let rate = t.gflops.map_or(String::new(), |g| format!("   {g:.1} GFLOP/s"));
+            println!("{:<30} median {:>10.2} ms   min {:>10.2} ms   ({} iters, {} threads){rate}", t.workload, t.ms_median, t.ms_min, t.iters, t.threads);
         }
     }
     Ok(())

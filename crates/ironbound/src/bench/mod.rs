@@ -7,7 +7,8 @@ pub mod models;
 use crate::bounds::{input_region, lower_bound, Method, Spec};
 use crate::error::{Error, Result};
 use crate::loss::{cross_entropy, one_hot, predictions, robust_cross_entropy};
-use crate::net::Network;
+use crate::net::init::SplitMix64;
+use crate::net::{Network, Op};
 use crate::tensor::{Device, Tensor};
 use crate::train::batches::{in_parallel, shards};
 use crate::train::colt;
@@ -41,7 +42,14 @@ pub const METHOD_WORKLOADS: [&str; 2] = ["train-onestep-dmsmall", "train-colt-dm
 /// Not run by default (the PyTorch peers have no such mode); name them with `--workload`.
 pub const SOUND_WORKLOADS: [&str; 3] = ["bounds-crown-fc5-sound", "bounds-crown-conv-sound", "bounds-deepz-fc5-sound"];
 
-/// One line of `ironbound bench --json`.
+/// The machine's float32 GEMM rate through the same kernels (burn's matmul on the `gemm`
+/// crate, the convolutions' GEMM too), on the same threads: the peak that natural and IBP
+/// training's useful FLOP/s are compared with. Not run by default.
+pub const PEAK_WORKLOADS: [&str; 1] = ["gemm-2048"];
+
+/// One line of `ironbound bench --json`: the contract's fields, then, for the workloads whose
+/// useful work is counted (natural and IBP training, the GEMM peak), GFLOP per iteration and
+/// GFLOP/s at the median.
 #[derive(Clone, Debug, Serialize)]
 pub struct Timing {
     pub workload: String,
@@ -49,11 +57,19 @@ pub struct Timing {
     pub ms_min: f64,
     pub iters: usize,
     pub threads: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gflop: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gflops: Option<f64>,
 }
 
 /// What one iteration does; `prepare` runs untimed before each iteration.
 trait Workload {
     fn prepare(&mut self) {}
+    /// The useful floating-point work of one iteration in GFLOP, where it is counted.
+    fn gflop(&self) -> Option<f64> {
+        None
+    }
     fn iterate(&mut self) -> Result<()>;
 }
 
@@ -81,6 +97,21 @@ enum StepLoss {
 impl Workload for TrainStep {
     fn prepare(&mut self) {
         self.net = self.initial.clone();
+    }
+    /// The convolutions' and matrix products' FLOPs: a forward pass is F multiply-adds per
+    /// row, its backward 2F less the first layer's input gradient (the data needs none).
+    /// Natural training: one tracked pass. IBP: an untracked clean pass (the accuracy) and two
+    /// tracked ones (centre and radius).
+    fn gflop(&self) -> Option<f64> {
+        let macs = layer_macs(&self.net);
+        let (forward, first) = (macs.iter().sum::<usize>() as f64, *macs.first()? as f64);
+        let trained = 3.0 * forward - first;
+        let per_row = match &self.loss {
+            StepLoss::Natural => trained,
+            StepLoss::Bound(Method::Ibp) => forward + 2.0 * trained,
+            _ => return None,
+        };
+        Some(2.0 * per_row * self.x.dims()[0] as f64 / 1e9)
     }
     fn iterate(&mut self) -> Result<()> {
         let device = self.x.device();
@@ -120,6 +151,33 @@ impl Workload for TrainStep {
             return Err(Error::internal("bench loss is not finite"));
         }
         Ok(())
+    }
+}
+
+/// Multiply-adds of one row's forward pass through each convolution and linear layer.
+fn layer_macs(net: &Network) -> Vec<usize> {
+    let per_output = |node: &crate::net::Node| match &node.op {
+        Op::Linear(l) => Some(l.weight.dims()[1]),
+        Op::Conv2d(c) => Some(c.in_channels() * c.kernel()[0] * c.kernel()[1]),
+        _ => None,
+    };
+    let outputs = |v: usize| net.shape(v).iter().product::<usize>();
+    net.nodes().iter().enumerate().filter_map(|(i, node)| per_output(node).map(|k| k * outputs(i + 1))).collect()
+}
+
+/// A 2048^3 float32 GEMM.
+struct GemmPeak {
+    a: Tensor<2>,
+    b: Tensor<2>,
+}
+
+impl Workload for GemmPeak {
+    fn iterate(&mut self) -> Result<()> {
+        let _ = crate::tensor::to_vec(self.a.clone().matmul(self.b.clone()).slice([0..1, 0..1]));
+        Ok(())
+    }
+    fn gflop(&self) -> Option<f64> {
+        Some(2.0 * 2048f64.powi(3) / 1e9)
     }
 }
 
@@ -196,6 +254,10 @@ fn build(name: &str, threads: usize, device: &Device) -> Result<Box<dyn Workload
         "bounds-crown-fc5-sound" => bounds(&FC5, 100, 3, Method::Crown, true, device),
         "bounds-crown-conv-sound" => bounds(&CONV, 32, 5, Method::Crown, true, device),
         "bounds-deepz-fc5-sound" => bounds(&FC5, 100, 3, Method::Deepz, true, device),
+        "gemm-2048" => {
+            let random = |stream| crate::tensor::from_vec(SplitMix64::new(stream).uniforms(2048 * 2048), [2048, 2048], device);
+            Ok(Box::new(GemmPeak { a: random(9), b: random(10) }))
+        }
         "attack-pgd40-dmsmall" => {
             let (x, y) = inputs(256, DM_SMALL.input, 1, device);
             Ok(Box::new(AttackStep { net: DM_SMALL.network(device)?, x, y, eps: 0.1, seed: 0 }))
@@ -205,7 +267,8 @@ fn build(name: &str, threads: usize, device: &Device) -> Result<Box<dyn Workload
 }
 
 fn unknown(name: &str) -> Error {
-    Error::input(format!("unknown workload '{name}' (known: {}, {}, {})", WORKLOADS.join(", "), METHOD_WORKLOADS.join(", "), SOUND_WORKLOADS.join(", ")))
+    let known = [&WORKLOADS[..], &METHOD_WORKLOADS, &SOUND_WORKLOADS, &PEAK_WORKLOADS].map(|l| l.join(", "));
+    Error::input(format!("unknown workload '{name}' (known: {})", known.join(", ")))
 }
 
 /// Parses a comma-separated workload list (all of `WORKLOADS` when empty).
@@ -215,7 +278,7 @@ pub fn parse_workloads(list: Option<&str>) -> Result<Vec<String>> {
         Some(l) => l.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
     };
     for n in &names {
-        if ![&WORKLOADS[..], &METHOD_WORKLOADS, &SOUND_WORKLOADS].iter().any(|list| list.contains(&n.as_str())) {
+        if ![&WORKLOADS[..], &METHOD_WORKLOADS, &SOUND_WORKLOADS, &PEAK_WORKLOADS].iter().any(|list| list.contains(&n.as_str())) {
             return Err(unknown(n));
         }
     }
@@ -238,5 +301,29 @@ pub fn run(name: &str, iters: usize, warmup: usize, threads: usize, device: &Dev
     }
     ms.sort_by(f64::total_cmp);
     let median = if ms.len() % 2 == 1 { ms[ms.len() / 2] } else { (ms[ms.len() / 2 - 1] + ms[ms.len() / 2]) / 2.0 };
-    Ok(Timing { workload: name.to_string(), ms_median: median, ms_min: ms[0], iters: ms.len(), threads })
+    let gflop = w.gflop();
+    let gflops = gflop.map(|g| g / (median / 1e3));
+    Ok(Timing { workload: name.to_string(), ms_median: median, ms_min: ms[0], iters: ms.len(), threads, gflop, gflops })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::default_device;
+
+    /// DM-small's products counted by hand (WORKLOADS.md's shapes), per row: conv 1 16x13x13
+    /// outputs of 1x4x4, conv 2 32x10x10 of 16x4x4, linear 3200x100 and 100x10.
+    #[test]
+    fn training_steps_count_the_flops_of_their_products() {
+        let d = default_device();
+        let (conv1, conv2, fc1, fc2) = (2704.0 * 16.0, 3200.0 * 256.0, 320_000.0, 1000.0);
+        let forward = conv1 + conv2 + fc1 + fc2;
+        let trained = 3.0 * forward - conv1;
+        let natural = build("train-natural-dmsmall", 1, &d).unwrap().gflop().unwrap();
+        assert!((natural - 2.0 * 256.0 * trained / 1e9).abs() < 1e-9, "{natural}");
+        let ibp = build("train-ibp-dmsmall", 1, &d).unwrap().gflop().unwrap();
+        assert!((ibp - 2.0 * 256.0 * (forward + 2.0 * trained) / 1e9).abs() < 1e-9, "{ibp}");
+        assert!(build("train-crownibp-dmsmall", 1, &d).unwrap().gflop().is_none());
+        assert_eq!(build("gemm-2048", 1, &d).unwrap().gflop(), Some(2.0 * 2048f64.powi(3) / 1e9));
+    }
 }
