@@ -289,6 +289,15 @@ fn lp_bounds_are_sound_and_ordered_on_mlps_and_convnets() {
                 }
             }
         }
+        // Parallelogram takes the box and hBox (whose sets contain it) as floors.
+        for other in ["ibp", "hbox"] {
+            let o = margins(&net, &st, &x, &labels, eps, other);
+            for i in 0..n {
+                for r in 0..k - 1 {
+                    assert!(par[i][r] >= o[i][r], "{name}: parallelogram {} < {other} {} (sample {i} row {r})", par[i][r], o[i][r]);
+                }
+            }
+        }
         // Sampled points: every margin bound holds.
         let f = flat.len() / n;
         let mut rng = SplitMix64::new(9);
@@ -302,6 +311,28 @@ fn lp_bounds_are_sound_and_ordered_on_mlps_and_convnets() {
                 assert!(tri[i][r] <= min + 1e-5, "{name}: triangle {} above sampled {min}", tri[i][r]);
                 assert!(par[i][r] <= min + 1e-5, "{name}: parallelogram {} above sampled {min}", par[i][r]);
                 assert!(par[i][r] <= tri[i][r] + 1e-5, "{name}: parallelogram {} tighter than triangle {}", par[i][r], tri[i][r]);
+            }
+        }
+    }
+}
+
+/// At radius 0 the region is one point and both LP relaxations give its margins (HiGHS proved
+/// nothing on such degenerate LPs of a CONV network; the engines' floors are exact there).
+#[test]
+fn lp_bounds_at_radius_zero_are_the_clean_margins() {
+    let net = convnet(6);
+    let st = stages::extract(&net).unwrap();
+    let n = 3;
+    let (x, _) = random_inputs(&net, n, 21, 0.0, 1.0);
+    let k = net.num_outputs();
+    let labels: Vec<usize> = (0..n).map(|i| i % k).collect();
+    let logits = rows2(net.forward(x.clone()));
+    for method in ["lp-triangle", "lp-parallelogram"] {
+        let m = margins(&net, &st, &x, &labels, 0.0, method);
+        for i in 0..n {
+            for (r, j) in (0..k).filter(|&j| j != labels[i]).enumerate() {
+                let clean = logits[i][labels[i]] - logits[i][j];
+                assert!((m[i][r] - clean).abs() <= 1e-4 * clean.abs().max(1.0), "{method}: sample {i} row {r}: {} vs clean {clean}", m[i][r]);
             }
         }
     }
