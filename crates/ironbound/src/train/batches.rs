@@ -4,7 +4,7 @@
 
 use super::config::{EvalSplit, Resolved};
 use crate::data::{self, DataOptions, Dataset, Split};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::net::init::SplitMix64;
 use std::ops::Range;
 
@@ -153,19 +153,12 @@ pub fn shards(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
-/// Runs `f(j, rows)` for every shard, the first on this thread and the others on their own,
-/// and returns the results in shard order.
+/// Runs `f(j, rows)` for every shard in parallel on rayon's pool and returns the results in
+/// shard order. The pool is where the kernels' own parallel loops run too: with the shards on
+/// threads of their own, T shards and the pool's T workers competed for T cores.
 pub fn in_parallel<T: Send>(shards: Vec<Range<usize>>, f: &(dyn Fn(usize, Range<usize>) -> Result<T> + Sync)) -> Result<Vec<T>> {
-    let mut shards = shards.into_iter().enumerate();
-    let Some((_, first)) = shards.next() else { return Ok(Vec::new()) };
-    std::thread::scope(|s| {
-        let handles: Vec<_> = shards.map(|(j, rows)| s.spawn(move || f(j, rows))).collect();
-        let mut out = vec![f(0, first)?];
-        for h in handles {
-            out.push(h.join().map_err(|_| Error::internal("a training thread panicked"))??);
-        }
-        Ok(out)
-    })
+    use rayon::prelude::*;
+    shards.into_par_iter().enumerate().map(|(j, rows)| f(j, rows)).collect()
 }
 
 #[cfg(test)]
