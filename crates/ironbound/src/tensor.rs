@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use std::sync::OnceLock;
 
 mod patches;
-pub use patches::{conv2d, Patches};
+pub use patches::{conv2d, conv_transpose2d, Patches};
 
 /// Where the tensors of this process live (`--device`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -95,6 +95,9 @@ pub trait PatchOps: Backend {
     /// `x` `[n, c, h, w]`, `weight` `[cout, width]` (the kernel flattened, then the bias when
     /// `patches.ones_row`) -> `[n, cout, ho, wo]`.
     fn conv_patches(x: FloatTensor<Self>, weight: FloatTensor<Self>, patches: Patches) -> FloatTensor<Self>;
+    /// The transpose: `y` `[n, cout, ho, wo]` -> `[n, c, h, w]` (back-substitution through the
+    /// layer, and the convolution's input gradient); `weight` as above, its ones column unused.
+    fn conv_transpose_patches(y: FloatTensor<Self>, weight: FloatTensor<Self>, patches: Patches) -> FloatTensor<Self>;
 }
 
 /// Patch-matrix elements per chunk of samples: 1 MiB of float32, an L2-sized block.
@@ -350,62 +353,95 @@ fn typed<const N: usize>(tensors: [&FlexTensor; N], f32s: impl FnOnce([&[f32]; N
     FlexTensor::from_data(data)
 }
 
+/// The convolution `[n, cout, ho, wo]` of `x` `[n, c, h, w]`.
+fn conv_flex(x: &FlexTensor, weight: &FlexTensor, p: &Patches) -> FlexTensor {
+    let (n, cout) = (x.layout().shape()[0], weight.layout().shape()[0]);
+    let shape = [n, cout, p.output[0], p.output[1]];
+    typed([x, weight], |[x, w]| TensorData::new(forward(x, w, n, cout, p), shape), |[x, w]| TensorData::new(forward(x, w, n, cout, p), shape))
+}
+
+/// The transposed convolution `[n, c, h, w]` of `y` `[n, cout, ho, wo]` (the input gradient).
+fn conv_transpose_flex(y: &FlexTensor, weight: &FlexTensor, p: &Patches) -> FlexTensor {
+    let (n, cout) = (y.layout().shape()[0], weight.layout().shape()[0]);
+    let shape = [n, p.input[0], p.input[1], p.input[2]];
+    typed([y, weight], |[y, w]| TensorData::new(input_grad(y, w, n, cout, p), shape), |[y, w]| TensorData::new(input_grad(y, w, n, cout, p), shape))
+}
+
+/// `[cout, width]`: the sum over samples of `y`'s rows times the patches of `x`.
+fn weight_flex(x: &FlexTensor, y: &FlexTensor, p: &Patches) -> FlexTensor {
+    let (n, cout) = (x.layout().shape()[0], y.layout().shape()[1]);
+    let shape = [cout, p.width()];
+    typed([x, y], |[x, y]| TensorData::new(weight_grad(x, y, n, cout, p), shape), |[x, y]| TensorData::new(weight_grad(x, y, n, cout, p), shape))
+}
+
 impl PatchOps for Flex {
     fn conv_patches(x: FlexTensor, weight: FlexTensor, p: Patches) -> FlexTensor {
-        let (x, weight) = (contiguous(x), contiguous(weight));
-        let (n, cout) = (x.layout().shape()[0], weight.layout().shape()[0]);
-        let shape = [n, cout, p.output[0], p.output[1]];
-        typed(
-            [&x, &weight],
-            |[x, w]| TensorData::new(forward(x, w, n, cout, &p), shape),
-            |[x, w]| TensorData::new(forward(x, w, n, cout, &p), shape),
-        )
+        conv_flex(&contiguous(x), &contiguous(weight), &p)
+    }
+
+    fn conv_transpose_patches(y: FlexTensor, weight: FlexTensor, p: Patches) -> FlexTensor {
+        conv_transpose_flex(&contiguous(y), &contiguous(weight), &p)
     }
 }
 
-/// The backward step: the input's gradient needs the weights, the weights' the input.
+/// The backward step of a convolution (`transpose` false: input `x`, output `y`) or of its
+/// transpose (input `y`, output `x`). Either way the input's gradient is the other operation
+/// applied to the output's gradient with the same weights, and the weights' gradient pairs
+/// the `y`-side tensor with the patches of the `x`-side one.
 #[derive(Debug)]
-struct ConvBackward;
+struct PatchBackward {
+    transpose: bool,
+}
 
-impl Backward<Flex, 2> for ConvBackward {
+impl Backward<Flex, 2> for PatchBackward {
     type State = (FlexTensor, FlexTensor, Patches);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let [x_node, w_node] = ops.parents;
-        let dy = contiguous(grads.consume::<Flex>(&ops.node));
-        let (x, weight, p) = ops.state;
-        let (n, cout) = (x.layout().shape()[0], weight.layout().shape()[0]);
-        if let Some(node) = x_node {
-            let shape = [n, p.input[0], p.input[1], p.input[2]];
-            let dx = typed(
-                [&dy, &weight],
-                |[dy, w]| TensorData::new(input_grad(dy, w, n, cout, &p), shape),
-                |[dy, w]| TensorData::new(input_grad(dy, w, n, cout, &p), shape),
-            );
-            grads.register::<Flex>(node.id, dx);
+        let [input_node, weight_node] = ops.parents;
+        let d = contiguous(grads.consume::<Flex>(&ops.node));
+        let (input, weight, p) = ops.state;
+        if let Some(node) = input_node {
+            let back = match self.transpose {
+                false => conv_transpose_flex(&d, &weight, &p),
+                true => conv_flex(&d, &weight, &p),
+            };
+            grads.register::<Flex>(node.id, back);
         }
-        if let Some(node) = w_node {
-            let shape = [cout, p.width()];
-            let dw = typed(
-                [&x, &dy],
-                |[x, dy]| TensorData::new(weight_grad(x, dy, n, cout, &p), shape),
-                |[x, dy]| TensorData::new(weight_grad(x, dy, n, cout, &p), shape),
-            );
+        if let Some(node) = weight_node {
+            let dw = match self.transpose {
+                false => weight_flex(&input, &d, &p),
+                true => weight_flex(&d, &input, &p),
+            };
             grads.register::<Flex>(node.id, dw);
         }
     }
 }
 
+/// Runs `op` on the inner tensors and, when either input is tracked, records its backward.
+fn recorded<C: CheckpointStrategy>(
+    input: FloatTensor<Autodiff<Flex, C>>,
+    weight: FloatTensor<Autodiff<Flex, C>>,
+    p: Patches,
+    transpose: bool,
+    op: fn(&FlexTensor, &FlexTensor, &Patches) -> FlexTensor,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    match (PatchBackward { transpose }).prepare::<C>([input.node(), weight.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let (input, weight) = (contiguous(input.into_primitive()), contiguous(weight.into_primitive()));
+            let out = op(&input, &weight, &p);
+            prep.finish((input, weight, p), out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(op(&contiguous(input.into_primitive()), &contiguous(weight.into_primitive()), &p)),
+    }
+}
+
 impl<C: CheckpointStrategy> PatchOps for Autodiff<Flex, C> {
     fn conv_patches(x: FloatTensor<Self>, weight: FloatTensor<Self>, p: Patches) -> FloatTensor<Self> {
-        match ConvBackward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let (x, weight) = (contiguous(x.into_primitive()), contiguous(weight.into_primitive()));
-                let y = Flex::conv_patches(x.clone(), weight.clone(), p);
-                prep.finish((x, weight, p), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::conv_patches(x.into_primitive(), weight.into_primitive(), p)),
-        }
+        recorded::<C>(x, weight, p, false, conv_flex)
+    }
+
+    fn conv_transpose_patches(y: FloatTensor<Self>, weight: FloatTensor<Self>, p: Patches) -> FloatTensor<Self> {
+        recorded::<C>(y, weight, p, true, conv_transpose_flex)
     }
 }
 
@@ -414,6 +450,12 @@ impl<C: CheckpointStrategy> PatchOps for Autodiff<Flex, C> {
 /// `x` `[n, c, h, w]`, `weight` `[cout, patches.width()]`.
 pub fn conv2d(x: Tensor<4>, weight: Tensor<2>, patches: Patches) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as PatchOps>::conv_patches(x.into_dispatch(), weight.into_dispatch(), patches))
+}
+
+/// The transpose of `conv2d` (same conditions; `y` `[n, cout, ho, wo]` -> `[n, c, h, w]`),
+/// differentiable in both.
+pub fn conv_transpose2d(y: Tensor<4>, weight: Tensor<2>, patches: Patches) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as PatchOps>::conv_transpose_patches(y.into_dispatch(), weight.into_dispatch(), patches))
 }
 
 #[cfg(test)]
