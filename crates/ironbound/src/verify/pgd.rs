@@ -6,6 +6,7 @@ use crate::loss::{cross_entropy, cross_entropy_sum, one_hot, predictions};
 use crate::net::init::SplitMix64;
 use crate::net::Network;
 use crate::tensor::{from_vec, Tensor};
+use rayon::prelude::*;
 
 #[derive(Clone, Debug)]
 pub struct PgdConfig {
@@ -89,7 +90,34 @@ pub fn robust_at(net: &Network, x: &Tensor<4>, y: &[usize], region: &Interval, e
     robust_placed(net, x, y, region, eps, cfg, Run { position, summed: true, ..BATCH })
 }
 
+/// Samples are attacked independently, so on the CPU the rows are split into one shard per
+/// worker thread, each attacked as it sits in the batch (its part of the noise, the summed
+/// loss: the sign of its gradient is the batch's). A whole-batch step spends much of its time
+/// in element-wise kernels that run on one thread; shards keep every core busy.
 fn robust_placed(net: &Network, x: &Tensor<4>, y: &[usize], region: &Interval, eps: f64, cfg: &PgdConfig, at: Run) -> Vec<bool> {
+    let n = y.len();
+    let parts = if crate::tensor::on_cpu() { rayon::current_num_threads().min(n) } else { 1 };
+    if parts <= 1 {
+        return robust_rows(net, x, y, region, eps, cfg, at);
+    }
+    let size = n.div_ceil(parts);
+    let rows = |t: &Tensor<4>, r: &std::ops::Range<usize>| {
+        let [_, c, h, w] = t.dims();
+        t.clone().slice([r.clone(), 0..c, 0..h, 0..w])
+    };
+    let shards: Vec<std::ops::Range<usize>> = (0..n).step_by(size).map(|s| s..(s + size).min(n)).collect();
+    let parts: Vec<Vec<bool>> = shards
+        .into_par_iter()
+        .map(|r| {
+            let shard_region = Interval { lo: rows(&region.lo, &r), hi: rows(&region.hi, &r) };
+            let shard_at = Run { position: at.position + r.start, summed: true, ..at };
+            robust_rows(net, &rows(x, &r), &y[r.clone()], &shard_region, eps, cfg, shard_at)
+        })
+        .collect();
+    parts.concat()
+}
+
+fn robust_rows(net: &Network, x: &Tensor<4>, y: &[usize], region: &Interval, eps: f64, cfg: &PgdConfig, at: Run) -> Vec<bool> {
     let mut fooled = vec![false; y.len()];
     for r in 0..cfg.restarts.max(1) {
         let (_, f) = one_run(net, x, y, region, eps, cfg, Run { restart: r as u64, ..at });
