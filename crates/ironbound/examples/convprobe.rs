@@ -1,8 +1,8 @@
 //! Times one training pass (forward, backward, input and weight gradients) of DM-small's two
 //! convolutions on a shard of ROWS rows, two ways: burn's convolution, and the `Conv2d` layer
-//! (one batched GEMM over unfolded patches, see `Conv2d::convolve`); also the three GEMMs of the
-//! second layer alone, batched per sample and as one large product over all rows, for the
-//! layout question. `cargo run --release --example convprobe -p ironbound [ROWS]`;
+//! (im2col/col2im + GEMM per L2-sized chunk of samples, `tensor/patches.rs`); also the three
+//! GEMMs of the second layer alone through burn's matmul, one small product per sample against
+//! one large product over all rows (why the kernels multiply whole chunks). `cargo run --release --example convprobe -p ironbound [ROWS]`;
 //! `RAYON_NUM_THREADS=1` for one thread, `MIMALLOC_PURGE_DELAY=-1` as the `ironbound` binary sets it.
 
 use burn::tensor::ops::ConvOptions;
