@@ -39,14 +39,14 @@ impl Conv2d {
     /// `[n, c, h, w]` and `dtype`, when they apply: on the CPU, float32 or float64 input and weights, the
     /// kernel fitting, and at most 2^31 patch elements (index arithmetic stays in range). The
     /// GPU and everything else keep burn's convolutions.
-    fn patches(&self, [n, c, h, w]: [usize; 4], dtype: DType, ones_row: bool) -> Option<Patches> {
+    fn patches(&self, [n, c, h, w]: [usize; 4], dtype: DType, ones_column: bool) -> Option<Patches> {
         let float = matches!(dtype, DType::F32 | DType::F64) && self.weight.dtype() == dtype;
         if !float || !crate::tensor::on_cpu() {
             return None;
         }
         let [kh, kw] = self.kernel();
         let output = [self.out_size(h, 0)?, self.out_size(w, 1)?];
-        let p = Patches { input: [c, h, w], kernel: [kh, kw], stride: self.stride, padding: self.padding, output, ones_row };
+        let p = Patches { input: [c, h, w], kernel: [kh, kw], stride: self.stride, padding: self.padding, output, ones_column };
         n.checked_mul(p.width() * p.positions()).filter(|&e| e <= 1 << 31).map(|_| p)
     }
 
@@ -58,7 +58,7 @@ impl Conv2d {
             return ops::conv2d(x, weight, bias, self.options());
         };
         let cout = self.out_channels();
-        let mut w = weight.reshape([cout, patches.width() - usize::from(patches.ones_row)]);
+        let mut w = weight.reshape([cout, patches.width() - usize::from(patches.ones_column)]);
         if let Some(b) = bias {
             w = Tensor::cat(vec![w, b.reshape([cout, 1])], 1);
         }

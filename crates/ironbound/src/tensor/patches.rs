@@ -34,14 +34,14 @@ pub struct Patches {
     pub padding: [usize; 2],
     /// Output height and width (the caller has checked that the kernel fits).
     pub output: [usize; 2],
-    /// Append a row of ones (the bias's column of the GEMM).
-    pub ones_row: bool,
+    /// Append a column of ones to the patch matrix (multiplied by the bias).
+    pub ones_column: bool,
 }
 
 impl Patches {
     /// Columns of a patch matrix: c·kh·kw, plus the ones column.
     pub fn width(&self) -> usize {
-        self.input[0] * self.kernel[0] * self.kernel[1] + usize::from(self.ones_row)
+        self.input[0] * self.kernel[0] * self.kernel[1] + usize::from(self.ones_column)
     }
 
     /// Rows of one sample's patch matrix (output positions).
@@ -66,6 +66,18 @@ impl Patches {
     fn padded_len(&self) -> usize {
         let [hp, wp] = self.padded();
         self.input[0] * hp * wp
+    }
+
+    /// Calls `visit(offset, padded_offset)` for the start of every image row (w elements) of
+    /// one sample, in its input and in its zero-padded copy.
+    fn for_each_image_row(&self, mut visit: impl FnMut(usize, usize)) {
+        let [c, h, w] = self.input;
+        let [hp, wp] = self.padded();
+        for ci in 0..c {
+            for y in 0..h {
+                visit((ci * h + y) * w, (ci * hp + y + self.padding[0]) * wp + self.padding[1]);
+            }
+        }
     }
 
     /// Calls `visit(patch_offset, padded_input_offset)` for every kernel row (kw contiguous
@@ -93,7 +105,7 @@ impl Patches {
 #[backend_extension(Flex, Autodiff)]
 pub trait PatchOps: Backend {
     /// `x` `[n, c, h, w]`, `weight` `[cout, width]` (the kernel flattened, then the bias when
-    /// `patches.ones_row`) -> `[n, cout, ho, wo]`.
+    /// `patches.ones_column`) -> `[n, cout, ho, wo]`.
     fn conv_patches(x: FloatTensor<Self>, weight: FloatTensor<Self>, patches: Patches) -> FloatTensor<Self>;
     /// The transpose: `y` `[n, cout, ho, wo]` -> `[n, c, h, w]` (back-substitution through the
     /// layer, and the convolution's input gradient); `weight` as above, its ones column unused.
@@ -121,15 +133,9 @@ fn pad<'a, E: Float>(src: &'a [E], p: &Patches) -> std::borrow::Cow<'a, [E]> {
     if p.padding == [0, 0] {
         return std::borrow::Cow::Borrowed(src);
     }
-    let [hp, wp] = p.padded();
-    let [c, h, w] = p.input;
+    let w = p.input[2];
     let mut out = vec![E::default(); p.padded_len()];
-    for ci in 0..c {
-        for y in 0..h {
-            let at = (ci * hp + y + p.padding[0]) * wp + p.padding[1];
-            out[at..at + w].copy_from_slice(&src[(ci * h + y) * w..(ci * h + y + 1) * w]);
-        }
-    }
+    p.for_each_image_row(|at, padded_at| out[padded_at..padded_at + w].copy_from_slice(&src[at..at + w]));
     std::borrow::Cow::Owned(out)
 }
 
@@ -170,7 +176,7 @@ fn unfold<E: Float>(x: &[E], samples: usize, p: &Patches) -> Vec<E> {
             5 => unfold_sample::<E, 5>(&padded, dst, p),
             _ => unfold_sample::<E, 0>(&padded, dst, p),
         }
-        if p.ones_row {
+        if p.ones_column {
             dst.iter_mut().skip(width - 1).step_by(width).for_each(|v| *v = E::ONE);
         }
     }
@@ -180,10 +186,11 @@ fn unfold<E: Float>(x: &[E], samples: usize, p: &Patches) -> Vec<E> {
 /// Adds the patch matrices `cols` back onto their input samples `dx` (col2im; the ones
 /// column, a constant, is dropped).
 fn fold<E: Float>(cols: &[E], dx: &mut [E], p: &Patches) {
-    let (width, positions, len) = (p.width(), p.positions(), p.input_len());
-    let [c, h, w] = p.input;
-    let [hp, wp] = p.padded();
-    let mut padded = vec![E::default(); p.padded_len()];
+    let (width, positions, len, w) = (p.width(), p.positions(), p.input_len(), p.input[2]);
+    let mut padded = match p.padding == [0, 0] {
+        true => Vec::new(),
+        false => vec![E::default(); p.padded_len()],
+    };
     for (src, dst) in cols.chunks(positions * width).zip(dx.chunks_mut(len)) {
         let target: &mut [E] = match p.padding == [0, 0] {
             true => dst,
@@ -199,12 +206,7 @@ fn fold<E: Float>(cols: &[E], dx: &mut [E], p: &Patches) {
             _ => fold_sample::<E, 0>(src, target, p),
         }
         if p.padding != [0, 0] {
-            for ci in 0..c {
-                for y in 0..h {
-                    let at = (ci * hp + y + p.padding[0]) * wp + p.padding[1];
-                    dst[(ci * h + y) * w..(ci * h + y + 1) * w].iter_mut().zip(&padded[at..at + w]).for_each(|(d, s)| *d += *s);
-                }
-            }
+            p.for_each_image_row(|at, padded_at| dst[at..at + w].iter_mut().zip(&padded[padded_at..padded_at + w]).for_each(|(d, s)| *d += *s));
         }
     }
 }
@@ -298,7 +300,7 @@ fn forward<E: Float>(x: &[E], w: &[E], n: usize, cout: usize, p: &Patches) -> Ve
 fn input_grad<E: Float>(dy: &[E], w: &[E], n: usize, cout: usize, p: &Patches) -> Vec<E> {
     let (width, positions, len, chunk) = (p.width(), p.positions(), p.input_len(), p.chunk());
     // The ones column's gradient is never needed: the GEMM leaves it zero.
-    let kernel_width = width - usize::from(p.ones_row);
+    let kernel_width = width - usize::from(p.ones_column);
     let mut dx = vec![E::default(); n * len];
     dx.par_chunks_mut(chunk * len).enumerate().for_each(|(c, dx)| {
         let samples = dx.len() / len;
@@ -462,9 +464,9 @@ pub fn conv_transpose2d(y: Tensor<4>, weight: Tensor<2>, patches: Patches) -> Te
 mod tests {
     use super::*;
 
-    fn patches(input: [usize; 3], kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], ones_row: bool) -> Patches {
+    fn patches(input: [usize; 3], kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], ones_column: bool) -> Patches {
         let out = |d: usize| (input[d + 1] + 2 * padding[d] - kernel[d]) / stride[d] + 1;
-        Patches { input, kernel, stride, padding, output: [out(0), out(1)], ones_row }
+        Patches { input, kernel, stride, padding, output: [out(0), out(1)], ones_column }
     }
 
     /// A 1x3x3 image, 2x2 kernel, stride 1, padding 1 (written out by hand): row (oy, ox) holds
@@ -518,7 +520,7 @@ mod tests {
             let lhs: f64 = unfold(&x, samples, &p).iter().zip(&c).map(|(a, b)| a * b).sum();
             let mut folded = vec![0.0; x.len()];
             fold(&c, &mut folded, &p);
-            let ones: f64 = match p.ones_row {
+            let ones: f64 = match p.ones_column {
                 true => c.iter().skip(p.width() - 1).step_by(p.width()).sum(),
                 false => 0.0,
             };
