@@ -182,14 +182,26 @@ fn frozen_layers_stay_bit_identical_and_a_resume_at_the_phase_boundary_changes_n
 }
 
 #[test]
+fn the_relu_stability_weight_grows_by_its_factor_per_phase() {
+    let weights = |extra: &[(&str, &str)]| {
+        let plan = config(extra).resolve(&Sources::default()).unwrap().colt.unwrap();
+        plan.phases.iter().map(|p| p.stability_weight).collect::<Vec<_>>()
+    };
+    assert_eq!(weights(&[]), [0.01, 0.01]);
+    let grown = weights(&[("colt_stability_growth", "1.5")]);
+    assert!((grown[0] - 0.01).abs() < 1e-15 && (grown[1] - 0.015).abs() < 1e-15, "{grown:?}");
+}
+
+#[test]
 fn bad_colt_keys_are_errors_naming_the_key() {
-    let cases: [(&[(&str, &str)], &str); 6] = [
+    let cases: [(&[(&str, &str)], &str); 7] = [
         (&[("colt_layers", "[0, 3]")], "colt_layers"),
         (&[("colt_layers", "[1, 0]"), ("colt_phase_epochs", "[1, 2]")], "colt_layers"),
         (&[("colt_phase_epochs", "[1, 1]")], "colt_phase_epochs"),
         (&[("colt_eps_factors", "[1.0]")], "colt_eps_factors"),
         (&[("colt_pgd_step", "0.0")], "colt_pgd_step"),
         (&[("relu_stability", "-1.0")], "relu_stability"),
+        (&[("colt_stability_growth", "0")], "colt_stability_growth"),
     ];
     for (extra, key) in cases {
         let e = config(extra).resolve(&Sources::default()).unwrap_err().to_string();

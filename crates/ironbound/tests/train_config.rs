@@ -84,7 +84,7 @@ fn keys_list_matches_the_fields() {
     (full.slope_steps, full.slope_step_size, full.slope_p, full.slope_q) = (Some(7), Some(0.1), Some(0.5), Some(0.5));
     (full.relu_stability, full.relu_stability_form) = (0.01, Some(ironbound::train::land::StabilityForm::Tanh));
     (full.colt_layers, full.colt_phase_epochs, full.colt_eps_factors, full.colt_lr_factors) = (vec![0], vec![1], vec![1.0], vec![1.0]);
-    (full.colt_mix_epochs, full.colt_pgd_steps, full.colt_pgd_step) = (Some(1), Some(7), Some(0.25));
+    (full.colt_mix_epochs, full.colt_pgd_steps, full.colt_pgd_step, full.colt_stability_growth) = (Some(1), Some(7), Some(0.25), Some(1.5));
     let table: toml::Table = toml::from_str(&full.to_toml().unwrap()).unwrap();
     let mut got: Vec<&str> = table.keys().map(String::as_str).collect();
     let mut want: Vec<&str> = KEYS.to_vec();

@@ -231,7 +231,7 @@ fn train(model: &BenchModel, n: usize, stream: u64, eps: f64, loss: StepLoss, th
 /// COLT's plan for the bench step: phase 2 trains after the first ReLU, exact DeepZ regions,
 /// 7 steps of 0.25, no ReLU-stability term.
 fn colt_plan() -> colt::Plan {
-    let phase = |latent| colt::Phase { latent, start_epoch: 0, epochs: 1, eps_factor: 1.0, lr_factor: 1.0, mix_epochs: 0 };
+    let phase = |latent| colt::Phase { latent, start_epoch: 0, epochs: 1, eps_factor: 1.0, lr_factor: 1.0, mix_epochs: 0, stability_weight: 0.0 };
     colt::Plan { phases: vec![phase(0), phase(1)], pgd_steps: 7, pgd_step: 0.25, projections: 0, stability: None }
 }
 

@@ -44,6 +44,8 @@ pub struct Phase {
     pub lr_factor: f64,
     /// Epochs over which the current latent loss's weight grows from 0 to 1.
     pub mix_epochs: usize,
+    /// Weight of the ReLU-stability term in this phase (`relu_stability * growth^j`).
+    pub stability_weight: f64,
 }
 
 /// The phases and the latent attack.
@@ -54,7 +56,8 @@ pub struct Plan {
     pub pgd_step: f64,
     /// Cauchy projections for the regions' bounds (0: exact DeepZ).
     pub projections: usize,
-    pub stability: Option<(f64, StabilityForm)>,
+    /// Form of the ReLU-stability term (None: off; the weights are the phases').
+    pub stability: Option<StabilityForm>,
 }
 
 /// Where a training step is in the plan.
@@ -273,9 +276,9 @@ pub fn loss(plan: &Plan, tracked: &Network, x: &Tensor<4>, one_hot: &Tensor<2>, 
         total = total + l1_norm(tracked) * l1;
     }
     let mut extras = Extras::default();
-    if let (Some((weight, form)), Some(next)) = (plan.stability, plan.phases.get(at.index + 1)) {
+    if let (Some(form), Some(next)) = (plan.stability, plan.phases.get(at.index + 1)) {
         if let Some(rs) = next_layer_stability(tracked, x, eps, next.latent, form, plan.projections, seed)? {
-            total = total + rs.clone() * (weight * at.mix);
+            total = total + rs.clone() * (phase.stability_weight * at.mix);
             extras.stability = Some(rs);
         }
     }
@@ -306,7 +309,8 @@ pub fn relu_layers(arch: &NetSpec) -> usize {
 
 /// Checks the `colt_*` keys and fills their defaults (the published code's: the input and the
 /// output of every ReLU but the last, epochs split evenly, eps factors `1.05 * 1.1^(P-1-j)`,
-/// lr factors `0.75^j`, the first 30% of each phase mixing, 7 steps of 0.25).
+/// lr factors `0.75^j`, the first 30% of each phase mixing, 7 steps of 0.25, the same
+/// ReLU-stability weight in every phase).
 pub fn resolve(c: &mut TrainConfig, arch: &NetSpec, epochs: usize, err: &dyn Fn(&str, String) -> Error) -> Result<Plan> {
     let relus = relu_layers(arch);
     if c.colt_layers.is_empty() {
@@ -346,6 +350,10 @@ pub fn resolve(c: &mut TrainConfig, arch: &NetSpec, epochs: usize, err: &dyn Fn(
     if !(pgd_step.is_finite() && pgd_step > 0.0) {
         return Err(err("colt_pgd_step", format!("must be > 0 (a step of the noise symbols in [-1, 1]), got {pgd_step}")));
     }
+    let growth = *c.colt_stability_growth.get_or_insert(1.0);
+    if !(growth.is_finite() && growth > 0.0) {
+        return Err(err("colt_stability_growth", format!("must be a number > 0 (the ReLU-stability weight's factor per phase), got {growth}")));
+    }
     let mut start = c.warmup_epochs;
     let mut phases = Vec::new();
     for j in 0..p {
@@ -357,10 +365,11 @@ pub fn resolve(c: &mut TrainConfig, arch: &NetSpec, epochs: usize, err: &dyn Fn(
             eps_factor: c.colt_eps_factors[j],
             lr_factor: c.colt_lr_factors[j],
             mix_epochs: mix(epochs),
+            stability_weight: c.relu_stability * growth.powi(j as i32),
         });
         start += epochs;
     }
-    let stability = (c.relu_stability > 0.0).then(|| (c.relu_stability, c.relu_stability_form.unwrap_or(StabilityForm::Product)));
+    let stability = (c.relu_stability > 0.0).then(|| c.relu_stability_form.unwrap_or(StabilityForm::Product));
     Ok(Plan { phases, pgd_steps, pgd_step, projections: c.projections, stability })
 }
 
@@ -374,6 +383,7 @@ pub fn refuse_keys(c: &TrainConfig, method: super::config::TrainMethod, err: &dy
         ("colt_mix_epochs", c.colt_mix_epochs.is_some()),
         ("colt_pgd_steps", c.colt_pgd_steps.is_some()),
         ("colt_pgd_step", c.colt_pgd_step.is_some()),
+        ("colt_stability_growth", c.colt_stability_growth.is_some()),
     ];
     match given.iter().find(|(_, on)| *on) {
         Some((key, _)) => Err(err(key, format!("is a COLT key: it needs method colt, not {method}"))),

@@ -244,6 +244,9 @@ pub struct TrainConfig {
     pub colt_pgd_steps: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub colt_pgd_step: Option<f64>,
+    /// Factor on `relu_stability` per later phase (the code's `relu_stable_factor`, default 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub colt_stability_growth: Option<f64>,
 
     /// Directory searched first for the dataset.
     pub data_dir: Option<String>,
@@ -334,6 +337,7 @@ impl Default for TrainConfig {
             colt_mix_epochs: None,
             colt_pgd_steps: None,
             colt_pgd_step: None,
+            colt_stability_growth: None,
             pgd_step_fraction: 0.25,
             data_dir: None,
             train_n: None,
@@ -363,7 +367,7 @@ pub const KEYS: &[&str] = &[
     "lr_milestones", "lr_milestone_steps", "lr_decay", "lr_step", "lr_step_start", "batch_size", "pgd_steps", "pgd_step_fraction", "projections",
     "reg_d_weight", "reg_r_weight", "reg_rampup_epochs", "log_regularizers",
     "slope_steps", "slope_step_size", "slope_p", "slope_q", "relu_stability", "relu_stability_form",
-    "colt_layers", "colt_phase_epochs", "colt_eps_factors", "colt_lr_factors", "colt_mix_epochs", "colt_pgd_steps", "colt_pgd_step",
+    "colt_layers", "colt_phase_epochs", "colt_eps_factors", "colt_lr_factors", "colt_mix_epochs", "colt_pgd_steps", "colt_pgd_step", "colt_stability_growth",
     "data_dir", "train_n", "augment", "crop_padding", "flip", "normalize", "eval_split", "holdout_fraction",
     "eval_n", "eval_batch_size", "certify_method", "eval_pgd_steps", "threads", "tensorboard",
     "landscape_every", "landscape_batches",
