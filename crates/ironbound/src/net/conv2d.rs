@@ -177,7 +177,11 @@ mod tests {
         let small = ([5, 3, 11, 9], [4, 3, 3, 2]);
         // 120 samples of 8x12x12 under a 3x3 kernel span several of the kernels' chunks.
         let chunked = ([120, 8, 12, 12], [6, 8, 3, 3]);
+        // Output rows of 3 and of 5 elements (the row copies' short paths).
+        let narrow = ([3, 2, 5, 4], [2, 2, 2, 2]);
         let cases = [
+            (narrow, [1, 1], [0, 0], true),
+            (narrow, [1, 1], [1, 1], false),
             (small, [2, 2], [0, 0], true),
             (small, [1, 2], [1, 2], false),
             (small, [3, 1], [2, 0], true),

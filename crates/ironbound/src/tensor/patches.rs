@@ -1,8 +1,8 @@
 //! Convolution on the CPU as GEMM over patches (im2col), forward and backward, as one
 //! differentiable burn operation.
 //!
-//! `y = patches(x) · [W | b]^T`, with `patches(x)` of shape `[ho·wo, c·kh·kw (+1)]` per sample
-//! (one row per output position, plus a column of ones that carries the bias). burn-flex's own
+//! `y = [W | b] · patches(x)`, with `patches(x)` of shape `[c·kh·kw (+1), ho·wo]` per sample
+//! (one row per kernel offset, plus a row of ones that carries the bias). burn-flex's own
 //! convolution reached ~3 and ~31 GFLOP/s on DM-small's two layers against ~140 for a large
 //! GEMM, and its backward (a dilated convolution for the weights, a transposed one for the
 //! input) was the largest cost of a training step. Here each direction is im2col or col2im plus
@@ -49,9 +49,17 @@ impl Patches {
         self.output[0] * self.output[1]
     }
 
-    /// Samples per chunk: as many as keep the chunk's patch matrix within `CHUNK_ELEMENTS`.
+    /// Samples per chunk: as many as keep the chunk's patch matrix within `CHUNK_ELEMENTS`,
+    /// rounded down (when that leaves any) to a multiple that makes the chunk's columns
+    /// (samples · positions) a multiple of 16. The GEMM then reads the patch matrix in place:
+    /// `gemm` copies ("packs") an operand whose rows do not fill its 16-lane blocks.
     fn chunk(&self) -> usize {
-        (CHUNK_ELEMENTS / (self.width() * self.positions()).max(1)).max(1)
+        let most = (CHUNK_ELEMENTS / (self.width() * self.positions()).max(1)).max(1);
+        let multiple = 16 / gcd(self.positions(), 16);
+        match most >= multiple {
+            true => most / multiple * multiple,
+            false => most,
+        }
     }
 
     fn input_len(&self) -> usize {
@@ -80,24 +88,32 @@ impl Patches {
         }
     }
 
-    /// Calls `visit(patch_offset, padded_input_offset)` for every kernel row (kw contiguous
-    /// elements in both) of one sample's patch matrix `[positions, width]`.
+    /// Calls `visit(row, padded_offset)` for every kernel offset `(ci, ky, kx)` (its row of the
+    /// patch matrix) with where its window's first element lies in the padded input; the
+    /// window's other elements follow at `window_strides()`.
     #[inline(always)]
-    fn for_each_kernel_row(&self, mut visit: impl FnMut(usize, usize)) {
-        let [c, width] = [self.input[0], self.width()];
+    fn for_each_kernel_offset(&self, mut visit: impl FnMut(usize, usize)) {
         let [kh, kw] = self.kernel;
-        let [ho, wo] = self.output;
         let [hp, wp] = self.padded();
-        for oy in 0..ho {
-            for ox in 0..wo {
-                let row = (oy * wo + ox) * width;
-                for ci in 0..c {
-                    for ky in 0..kh {
-                        visit(row + (ci * kh + ky) * kw, (ci * hp + oy * self.stride[0] + ky) * wp + ox * self.stride[1]);
-                    }
+        for ci in 0..self.input[0] {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    visit((ci * kh + ky) * kw + kx, (ci * hp + ky) * wp + kx);
                 }
             }
         }
+    }
+
+    /// Strides in the padded input between output rows and between output columns.
+    fn window_strides(&self) -> [usize; 2] {
+        [self.stride[0] * self.padded()[1], self.stride[1]]
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    match b {
+        0 => a.max(1),
+        _ => gcd(b, a % b),
     }
 }
 
@@ -128,106 +144,210 @@ impl Float for f64 {
     const ONE: f64 = 1.0;
 }
 
-/// One sample's input, zero-padded (borrowed as it is when there is no padding).
-fn pad<'a, E: Float>(src: &'a [E], p: &Patches) -> std::borrow::Cow<'a, [E]> {
-    if p.padding == [0, 0] {
-        return std::borrow::Cow::Borrowed(src);
-    }
+/// Copies one sample's input into its zero-padded copy `out` (whose border stays zero).
+fn pad_into<E: Float>(src: &[E], out: &mut [E], p: &Patches) {
     let w = p.input[2];
-    let mut out = vec![E::default(); p.padded_len()];
     p.for_each_image_row(|at, padded_at| out[padded_at..padded_at + w].copy_from_slice(&src[at..at + w]));
-    std::borrow::Cow::Owned(out)
 }
 
-/// One sample's patch matrix from its padded input. `KW` is the kernel width when it is one
-/// of the common ones, else 0 (then read from `p`): a copy of constant length compiles to a
-/// few vector moves, one of unknown length to a `memmove` call whose overhead on 4-element
-/// rows was most of the unfold's time.
-fn unfold_sample<E: Float, const KW: usize>(padded: &[E], dst: &mut [E], p: &Patches) {
-    let kw = if KW == 0 { p.kernel[1] } else { KW };
-    p.for_each_kernel_row(|o, i| dst[o..o + kw].copy_from_slice(&padded[i..i + kw]));
+/// Whether `rows` rows of `len` elements, `stride` apart (elements `step` apart within a
+/// row), lie inside a slice of `available` elements.
+fn rows_fit(available: usize, rows: usize, len: usize, [stride, step]: [usize; 2]) -> bool {
+    rows == 0 || len == 0 || (rows - 1) * stride + (len - 1) * step < available
 }
 
-/// Adds one sample's patch matrix onto its padded input gradient (as `unfold_sample`).
-fn fold_sample<E: Float, const KW: usize>(cols: &[E], padded: &mut [E], p: &Patches) {
-    if KW == 0 {
-        let kw = p.kernel[1];
-        return p.for_each_kernel_row(|o, i| padded[i..i + kw].iter_mut().zip(&cols[o..o + kw]).for_each(|(d, s)| *d += *s));
-    }
-    // As arrays, the KW additions become one vector add instead of KW scalar ones.
-    p.for_each_kernel_row(|o, i| {
-        if let (Ok(d), Ok(s)) = (<&mut [E; KW]>::try_from(&mut padded[i..i + KW]), <&[E; KW]>::try_from(&cols[o..o + KW])) {
-            for j in 0..KW {
-                d[j] += s[j];
+/// Copies `len` elements from `src` to `dst`. Image rows are short (4 to 32 elements), and
+/// a copy of unknown length is a `memmove` call costing more than the copy: this one is
+/// vector moves of 8 (or 4) elements, the last one overlapping the one before.
+///
+/// # Safety
+/// `src` and `dst` must be valid for `len` elements and not overlap.
+#[inline(always)]
+unsafe fn copy_run<E: Copy>(dst: *mut E, src: *const E, len: usize) {
+    // SAFETY (all blocks): every block starts at `i >= 0` and ends at or before `len`.
+    unsafe {
+        if len >= 8 {
+            let mut i = 0;
+            while i + 8 < len {
+                std::ptr::copy_nonoverlapping(src.add(i), dst.add(i), 8);
+                i += 8;
+            }
+            std::ptr::copy_nonoverlapping(src.add(len - 8), dst.add(len - 8), 8);
+        } else if len >= 4 {
+            std::ptr::copy_nonoverlapping(src, dst, 4);
+            std::ptr::copy_nonoverlapping(src.add(len - 4), dst.add(len - 4), 4);
+        } else {
+            for i in 0..len {
+                *dst.add(i) = *src.add(i);
             }
         }
-    });
+    }
 }
 
-/// The patch matrices `[samples · positions, width]` of `samples` consecutive input samples.
-fn unfold<E: Float>(x: &[E], samples: usize, p: &Patches) -> Vec<E> {
-    let (width, positions, len) = (p.width(), p.positions(), p.input_len());
-    let mut cols = vec![E::default(); samples * positions * width];
-    for (src, dst) in x.chunks(len).zip(cols.chunks_mut(positions * width)) {
-        let padded = pad(src, p);
-        match p.kernel[1] {
-            3 => unfold_sample::<E, 3>(&padded, dst, p),
-            4 => unfold_sample::<E, 4>(&padded, dst, p),
-            5 => unfold_sample::<E, 5>(&padded, dst, p),
-            _ => unfold_sample::<E, 0>(&padded, dst, p),
+/// Adds `len` elements of `src` onto `dst`, 8 at a time as arrays (vector adds).
+///
+/// # Safety
+/// As `copy_run`.
+#[inline(always)]
+unsafe fn add_run<E: Float>(dst: *mut E, src: *const E, len: usize) {
+    const B: usize = 8;
+    let mut i = 0;
+    // SAFETY: every block and tail element lies below `len`; unaligned reads and writes.
+    unsafe {
+        while i + B <= len {
+            let (d, s) = (dst.add(i) as *mut [E; B], src.add(i) as *const [E; B]);
+            let (mut a, b) = (d.read_unaligned(), s.read_unaligned());
+            for j in 0..B {
+                a[j] += b[j];
+            }
+            d.write_unaligned(a);
+            i += B;
         }
-        if p.ones_column {
-            dst.iter_mut().skip(width - 1).step_by(width).for_each(|v| *v = E::ONE);
+        while i < len {
+            *dst.add(i) += *src.add(i);
+            i += 1;
         }
     }
+}
+
+/// Copies `rows` rows of `len` elements, `strides[0]` apart in `src` (elements `strides[1]`
+/// apart within a row), into the contiguous `dst` (`rows * len` long).
+#[inline(always)]
+fn gather_rows<E: Float>(dst: &mut [E], src: &[E], rows: usize, len: usize, strides: [usize; 2]) {
+    let [stride, step] = strides;
+    assert!(dst.len() >= rows * len && rows_fit(src.len(), rows, len, strides), "patch rows out of bounds");
+    for r in 0..rows {
+        let (d, s) = (&mut dst[r * len..(r + 1) * len], &src[r * stride..]);
+        match step {
+            // SAFETY: `d` holds `len` elements and `s` at least `len` (asserted above).
+            1 => unsafe { copy_run(d.as_mut_ptr(), s.as_ptr(), len) },
+            _ => d.iter_mut().zip(s.iter().step_by(step)).for_each(|(d, s)| *d = *s),
+        }
+    }
+}
+
+/// Adds the contiguous `src` (`rows * len`) onto `rows` rows of `dst` laid out as in
+/// `gather_rows` (its transpose).
+#[inline(always)]
+fn scatter_add_rows<E: Float>(dst: &mut [E], src: &[E], rows: usize, len: usize, strides: [usize; 2]) {
+    let [stride, step] = strides;
+    assert!(src.len() >= rows * len && rows_fit(dst.len(), rows, len, strides), "patch rows out of bounds");
+    for r in 0..rows {
+        let (d, s) = (&mut dst[r * stride..], &src[r * len..(r + 1) * len]);
+        match step {
+            // SAFETY: `s` holds `len` elements and `d` at least `len` (asserted above).
+            1 => unsafe { add_run(d.as_mut_ptr(), s.as_ptr(), len) },
+            _ => d.iter_mut().step_by(step).zip(s).for_each(|(d, s)| *d += *s),
+        }
+    }
+}
+
+/// The patch matrix of `samples` consecutive input samples into `cols`, laid out
+/// `[width, samples · positions]`: one row per kernel offset (then the ones row), one column
+/// per sample and output position. In this layout a row's window for one output row is a
+/// contiguous run of the input (stride 1), and the GEMM's result comes out channel-major,
+/// so that it reaches NCHW by copies of whole channels rather than by a transpose.
+fn unfold_into<E: Float>(x: &[E], samples: usize, p: &Patches, cols: &mut [E]) {
+    let (width, positions, len) = (p.width(), p.positions(), p.input_len());
+    let span = samples * positions;
+    let [ho, wo] = p.output;
+    let mut padded = vec![E::default(); if p.padding == [0, 0] { 0 } else { p.padded_len() }];
+    for (s, src) in x.chunks_exact(len).take(samples).enumerate() {
+        let image: &[E] = match padded.is_empty() {
+            true => src,
+            false => {
+                pad_into(src, &mut padded, p);
+                &padded
+            }
+        };
+        p.for_each_kernel_offset(|row, at| {
+            let seg = &mut cols[row * span + s * positions..][..positions];
+            gather_rows(seg, &image[at..], ho, wo, p.window_strides());
+        });
+        if p.ones_column {
+            cols[(width - 1) * span + s * positions..][..positions].fill(E::ONE);
+        }
+    }
+}
+
+/// `unfold_into` a new matrix.
+#[cfg(test)]
+fn unfold<E: Float>(x: &[E], samples: usize, p: &Patches) -> Vec<E> {
+    let mut cols = vec![E::default(); p.width() * samples * p.positions()];
+    unfold_into(x, samples, p, &mut cols);
     cols
 }
 
-/// Adds the patch matrices `cols` back onto their input samples `dx` (col2im; the ones
-/// column, a constant, is dropped).
+/// Adds the patch matrix `cols` (laid out as `unfold_into`'s) back onto its input samples
+/// `dx` (col2im; the ones row, a constant, is dropped).
 fn fold<E: Float>(cols: &[E], dx: &mut [E], p: &Patches) {
-    let (width, positions, len, w) = (p.width(), p.positions(), p.input_len(), p.input[2]);
-    let mut padded = match p.padding == [0, 0] {
-        true => Vec::new(),
-        false => vec![E::default(); p.padded_len()],
-    };
-    for (src, dst) in cols.chunks(positions * width).zip(dx.chunks_mut(len)) {
-        let target: &mut [E] = match p.padding == [0, 0] {
-            true => dst,
-            false => {
-                padded.fill(E::default());
-                &mut padded
-            }
+    let (positions, len, w) = (p.positions(), p.input_len(), p.input[2]);
+    let samples = dx.len() / len;
+    let span = samples * positions;
+    let [ho, wo] = p.output;
+    let mut padded = vec![E::default(); if p.padding == [0, 0] { 0 } else { p.padded_len() }];
+    for (s, dst) in dx.chunks_exact_mut(len).enumerate() {
+        let add_sample = |target: &mut [E]| {
+            p.for_each_kernel_offset(|row, at| {
+                let seg = &cols[row * span + s * positions..][..positions];
+                scatter_add_rows(&mut target[at..], seg, ho, wo, p.window_strides());
+            })
         };
-        match p.kernel[1] {
-            3 => fold_sample::<E, 3>(src, target, p),
-            4 => fold_sample::<E, 4>(src, target, p),
-            5 => fold_sample::<E, 5>(src, target, p),
-            _ => fold_sample::<E, 0>(src, target, p),
-        }
-        if p.padding != [0, 0] {
+        if padded.is_empty() {
+            add_sample(dst);
+        } else {
+            padded.fill(E::default());
+            add_sample(&mut padded);
             p.for_each_image_row(|at, padded_at| dst[at..at + w].iter_mut().zip(&padded[padded_at..padded_at + w]).for_each(|(d, s)| *d += *s));
         }
     }
 }
 
-/// `[samples, cout, positions]` (NCHW) <-> `[samples · positions, cout]` (the GEMM's rows).
-fn to_rows<E: Float>(y: &[E], cout: usize, positions: usize) -> Vec<E> {
-    let mut t = vec![E::default(); y.len()];
-    for (sample, dst) in y.chunks(cout * positions).zip(t.chunks_mut(cout * positions)) {
-        for (co, src) in sample.chunks(positions).enumerate() {
-            dst.iter_mut().skip(co).step_by(cout).zip(src).for_each(|(d, s)| *d = *s);
+/// `[samples, channels, positions]` (NCHW) -> `[channels, samples · positions]` (a GEMM
+/// operand), by copies of whole channels.
+fn channels_first<E: Float>(y: &[E], t: &mut [E], channels: usize, positions: usize) {
+    let span = y.len() / channels;
+    for (s, sample) in y.chunks_exact(channels * positions).enumerate() {
+        for (c, src) in sample.chunks_exact(positions).enumerate() {
+            t[c * span + s * positions..][..positions].copy_from_slice(src);
         }
     }
-    t
 }
 
-fn from_rows<E: Float>(t: &[E], y: &mut [E], cout: usize, positions: usize) {
-    for (src, sample) in t.chunks(cout * positions).zip(y.chunks_mut(cout * positions)) {
-        for (co, dst) in sample.chunks_mut(positions).enumerate() {
-            dst.iter_mut().zip(src.iter().skip(co).step_by(cout)).for_each(|(d, s)| *d = *s);
+/// The inverse of `channels_first`.
+fn samples_first<E: Float>(t: &[E], y: &mut [E], channels: usize, positions: usize) {
+    let span = y.len() / channels;
+    for (s, sample) in y.chunks_exact_mut(channels * positions).enumerate() {
+        for (c, dst) in sample.chunks_exact_mut(positions).enumerate() {
+            dst.copy_from_slice(&t[c * span + s * positions..][..positions]);
         }
     }
+}
+
+thread_local! {
+    /// Two working buffers per thread (a patch matrix and a channel-major matrix), kept
+    /// between calls: allocating and zeroing 1 MiB per chunk cost more than a chunk's copies.
+    /// Every use overwrites the part it reads.
+    static SCRATCH: [std::cell::RefCell<Vec<f64>>; 2] = Default::default();
+}
+
+/// Runs `f` on two working slices of `a` and `b` elements (stale values, to be overwritten).
+fn with_scratch<E: Float, R>(a: usize, b: usize, f: impl FnOnce(&mut [E], &mut [E]) -> R) -> R {
+    let words = |n: usize| (n * std::mem::size_of::<E>()).div_ceil(8);
+    SCRATCH.with(|[sa, sb]| match (sa.try_borrow_mut(), sb.try_borrow_mut()) {
+        (Ok(mut va), Ok(mut vb)) => {
+            for (v, n) in [(&mut *va, a), (&mut *vb, b)] {
+                if v.len() < words(n) {
+                    v.resize(words(n), 0.0);
+                }
+            }
+            let ea: &mut [E] = bytemuck::cast_slice_mut(&mut va[..words(a)]);
+            let eb: &mut [E] = bytemuck::cast_slice_mut(&mut vb[..words(b)]);
+            f(&mut ea[..a], &mut eb[..b])
+        }
+        // Re-entered on this thread (a rayon worker stealing another chunk): fresh buffers.
+        _ => f(&mut vec![E::default(); a], &mut vec![E::default(); b]),
+    })
 }
 
 /// A matrix operand: values, rows, columns and their strides.
@@ -249,8 +369,19 @@ impl<E> Operand<'_, E> {
 
 /// `dst = lhs · rhs`, `dst` row-major with row stride `dst_stride`, on this thread.
 fn gemm_into<E: Float>(dst: &mut [E], dst_stride: usize, lhs: Operand<E>, rhs: Operand<E>) {
+    let out = Operand { values: &[] as &[E], rows: lhs.rows, cols: rhs.cols, row_stride: dst_stride, col_stride: 1 };
+    gemm_strided(dst, out, lhs, rhs);
+}
+
+/// `dst = lhs · rhs`, `dst` column-major with column stride `dst_stride`, on this thread.
+fn gemm_col_major<E: Float>(dst: &mut [E], dst_stride: usize, lhs: Operand<E>, rhs: Operand<E>) {
+    let out = Operand { values: &[] as &[E], rows: lhs.rows, cols: rhs.cols, row_stride: 1, col_stride: dst_stride };
+    gemm_strided(dst, out, lhs, rhs);
+}
+
+/// `dst = lhs · rhs` with `dst` addressed by `out`'s shape and strides.
+fn gemm_strided<E: Float>(dst: &mut [E], out: Operand<E>, lhs: Operand<E>, rhs: Operand<E>) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    let out = Operand { values: &[] as &[E], rows: m, cols: n, row_stride: dst_stride, col_stride: 1 };
     assert!(rhs.rows == k && lhs.fits(lhs.values.len()) && rhs.fits(rhs.values.len()) && out.fits(dst.len()), "gemm operands out of bounds");
     // SAFETY: the three operands' strides address only elements inside their slices (asserted
     // above), `dst` is borrowed mutably and cannot alias the inputs, and the element type is
@@ -261,8 +392,8 @@ fn gemm_into<E: Float>(dst: &mut [E], dst_stride: usize, lhs: Operand<E>, rhs: O
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            dst_stride as isize,
+            out.col_stride as isize,
+            out.row_stride as isize,
             false,
             lhs.values.as_ptr(),
             lhs.col_stride as isize,
@@ -280,55 +411,65 @@ fn gemm_into<E: Float>(dst: &mut [E], dst_stride: usize, lhs: Operand<E>, rhs: O
     }
 }
 
-/// `y [n, cout, positions] = patches(x) · w^T`, chunk by chunk in parallel.
+/// `y [n, cout, positions] = w · patches(x)`, chunk by chunk in parallel.
 fn forward<E: Float>(x: &[E], w: &[E], n: usize, cout: usize, p: &Patches) -> Vec<E> {
     let (width, positions, len, chunk) = (p.width(), p.positions(), p.input_len(), p.chunk());
     let mut y = vec![E::default(); n * cout * positions];
     y.par_chunks_mut(chunk * cout * positions).enumerate().for_each(|(c, y)| {
-        let samples = y.len() / (cout * positions);
-        let cols = unfold(&x[c * chunk * len..(c * chunk + samples) * len], samples, p);
-        let mut t = vec![E::default(); samples * positions * cout];
-        let lhs = Operand { values: &cols, rows: samples * positions, cols: width, row_stride: width, col_stride: 1 };
-        let rhs = Operand { values: w, rows: width, cols: cout, row_stride: 1, col_stride: width };
-        gemm_into(&mut t, cout, lhs, rhs);
-        from_rows(&t, y, cout, positions);
+        let span = y.len() / cout;
+        with_scratch(width * span, cout * span, |cols: &mut [E], t: &mut [E]| {
+            unfold_into(&x[c * chunk * len..], span / positions, p, cols);
+            let lhs = Operand { values: w, rows: cout, cols: width, row_stride: width, col_stride: 1 };
+            let rhs = Operand { values: &*cols, rows: width, cols: span, row_stride: span, col_stride: 1 };
+            gemm_into(t, span, lhs, rhs);
+            samples_first(t, y, cout, positions);
+        });
     });
     y
 }
 
-/// The input gradient `[n, c, h, w]`: fold(dy · w), chunk by chunk in parallel.
+/// The input gradient `[n, c, h, w]`: fold(w^T · dy), chunk by chunk in parallel.
 fn input_grad<E: Float>(dy: &[E], w: &[E], n: usize, cout: usize, p: &Patches) -> Vec<E> {
     let (width, positions, len, chunk) = (p.width(), p.positions(), p.input_len(), p.chunk());
-    // The ones column's gradient is never needed: the GEMM leaves it zero.
+    // The ones row's gradient is never needed: the GEMM leaves it out.
     let kernel_width = width - usize::from(p.ones_column);
     let mut dx = vec![E::default(); n * len];
     dx.par_chunks_mut(chunk * len).enumerate().for_each(|(c, dx)| {
-        let samples = dx.len() / len;
-        let t = to_rows(&dy[c * chunk * cout * positions..(c * chunk + samples) * cout * positions], cout, positions);
-        let mut cols = vec![E::default(); samples * positions * width];
-        let lhs = Operand { values: &t, rows: samples * positions, cols: cout, row_stride: cout, col_stride: 1 };
-        let rhs = Operand { values: w, rows: cout, cols: kernel_width, row_stride: width, col_stride: 1 };
-        gemm_into(&mut cols, width, lhs, rhs);
-        fold(&cols, dx, p);
+        let span = dx.len() / len * positions;
+        with_scratch(width * span, cout * span, |cols: &mut [E], t: &mut [E]| {
+            channels_first(&dy[c * chunk * cout * positions..][..cout * span], t, cout, positions);
+            let lhs = Operand { values: w, rows: kernel_width, cols: cout, row_stride: 1, col_stride: width };
+            let rhs = Operand { values: &*t, rows: cout, cols: span, row_stride: span, col_stride: 1 };
+            gemm_into(&mut cols[..kernel_width * span], span, lhs, rhs);
+            fold(cols, dx, p);
+        });
     });
     dx
 }
 
-/// The weight gradient `[cout, width]`: dy^T · patches(x), the chunks' partial products
+/// The weight gradient `[cout, width]`: dy · patches(x)^T, the chunks' partial products
 /// computed in parallel and summed in chunk order.
 fn weight_grad<E: Float>(x: &[E], dy: &[E], n: usize, cout: usize, p: &Patches) -> Vec<E> {
     let (width, positions, len, chunk) = (p.width(), p.positions(), p.input_len(), p.chunk());
     let partial: Vec<Vec<E>> = (0..n.div_ceil(chunk))
         .into_par_iter()
         .map(|c| {
-            let samples = chunk.min(n - c * chunk);
-            let cols = unfold(&x[c * chunk * len..(c * chunk + samples) * len], samples, p);
-            let t = to_rows(&dy[c * chunk * cout * positions..(c * chunk + samples) * cout * positions], cout, positions);
-            let mut g = vec![E::default(); cout * width];
-            let lhs = Operand { values: &t, rows: cout, cols: samples * positions, row_stride: 1, col_stride: cout };
-            let rhs = Operand { values: &cols, rows: samples * positions, cols: width, row_stride: width, col_stride: 1 };
-            gemm_into(&mut g, width, lhs, rhs);
-            g
+            let span = chunk.min(n - c * chunk) * positions;
+            with_scratch(width * span, cout * span, |cols: &mut [E], t: &mut [E]| {
+                unfold_into(&x[c * chunk * len..], span / positions, p, cols);
+                channels_first(&dy[c * chunk * cout * positions..][..cout * span], t, cout, positions);
+                // Into a column-major `[cout, width]`: `gemm` then reads the patch matrix in
+                // place (it copies a right-hand side only when its rows are not contiguous).
+                let mut g = vec![E::default(); cout * width];
+                let lhs = Operand { values: &*t, rows: cout, cols: span, row_stride: span, col_stride: 1 };
+                let rhs = Operand { values: &*cols, rows: span, cols: width, row_stride: 1, col_stride: span };
+                gemm_col_major(&mut g, cout, lhs, rhs);
+                let mut row_major = vec![E::default(); cout * width];
+                for (kk, column) in g.chunks_exact(cout).enumerate() {
+                    row_major.iter_mut().skip(kk).step_by(width).zip(column).for_each(|(d, s)| *d = *s);
+                }
+                row_major
+            })
         })
         .collect();
     let mut sum = vec![E::default(); cout * width];
@@ -495,7 +636,9 @@ mod tests {
             8., 9., 0., 0., 1.,
             9., 0., 0., 0., 1.,
         ];
-        assert_eq!(unfold(&x, 1, &p), expected);
+        // `unfold` lays the matrix out transposed: one row per kernel offset.
+        let transposed: Vec<f32> = (0..80).map(|i| expected[(i % 16) * 5 + i / 16]).collect();
+        assert_eq!(unfold(&x, 1, &p), transposed);
     }
 
     /// A deterministic pseudo-random vector (the test needs no distribution, only variety).
@@ -521,7 +664,7 @@ mod tests {
             let mut folded = vec![0.0; x.len()];
             fold(&c, &mut folded, &p);
             let ones: f64 = match p.ones_column {
-                true => c.iter().skip(p.width() - 1).step_by(p.width()).sum(),
+                true => c[(p.width() - 1) * samples * p.positions()..].iter().sum(),
                 false => 0.0,
             };
             let rhs = x.iter().zip(&folded).map(|(a, b)| a * b).sum::<f64>() + ones;
@@ -541,10 +684,11 @@ mod tests {
         let dy: Vec<f32> = values(n * cout * p.positions(), 4).into_iter().map(|v| v as f32).collect();
         let a = weight_grad(&x, &dy, n, cout, &p);
         assert_eq!(a, weight_grad(&x, &dy, n, cout, &p));
-        let (cols, t) = (unfold(&x, n, &p), to_rows(&dy, cout, p.positions()));
+        let (cols, span) = (unfold(&x, n, &p), n * p.positions());
+        let dy_at = |i: usize, co: usize| dy[((i / p.positions()) * cout + co) * p.positions() + i % p.positions()];
         for co in 0..cout {
             for r in 0..p.width() {
-                let direct: f64 = (0..n * p.positions()).map(|i| t[i * cout + co] as f64 * cols[i * p.width() + r] as f64).sum();
+                let direct: f64 = (0..span).map(|i| dy_at(i, co) as f64 * cols[r * span + i] as f64).sum();
                 let got = a[co * p.width() + r] as f64;
                 assert!((got - direct).abs() < 1e-3 * direct.abs().max(1.0), "{co},{r}: {got} vs {direct}");
             }
