@@ -34,17 +34,18 @@ pub struct Patches {
     pub padding: [usize; 2],
     /// Output height and width (the caller has checked that the kernel fits).
     pub output: [usize; 2],
-    /// Append a column of ones to the patch matrix (multiplied by the bias).
+    /// The weight matrix has a last column, the bias: append a row of ones to the patch matrix.
     pub ones_column: bool,
 }
 
 impl Patches {
-    /// Columns of a patch matrix: c·kh·kw, plus the ones column.
+    /// Rows of a patch matrix (kernel offsets): c·kh·kw, plus the ones row (the weight matrix's
+    /// columns: the flattened kernel, then the bias).
     pub fn width(&self) -> usize {
         self.input[0] * self.kernel[0] * self.kernel[1] + usize::from(self.ones_column)
     }
 
-    /// Rows of one sample's patch matrix (output positions).
+    /// Columns of one sample's patch matrix (output positions).
     pub fn positions(&self) -> usize {
         self.output[0] * self.output[1]
     }
@@ -464,11 +465,7 @@ fn weight_grad<E: Float>(x: &[E], dy: &[E], n: usize, cout: usize, p: &Patches) 
                 let lhs = Operand { values: &*t, rows: cout, cols: span, row_stride: span, col_stride: 1 };
                 let rhs = Operand { values: &*cols, rows: span, cols: width, row_stride: 1, col_stride: span };
                 gemm_col_major(&mut g, cout, lhs, rhs);
-                let mut row_major = vec![E::default(); cout * width];
-                for (kk, column) in g.chunks_exact(cout).enumerate() {
-                    row_major.iter_mut().skip(kk).step_by(width).zip(column).for_each(|(d, s)| *d = *s);
-                }
-                row_major
+                g
             })
         })
         .collect();
@@ -476,7 +473,12 @@ fn weight_grad<E: Float>(x: &[E], dy: &[E], n: usize, cout: usize, p: &Patches) 
     for g in partial {
         sum.iter_mut().zip(g).for_each(|(s, g)| *s += g);
     }
-    sum
+    // The column-major sum, transposed once to the row-major `[cout, width]`.
+    let mut row_major = vec![E::default(); cout * width];
+    for (kk, column) in sum.chunks_exact(cout).enumerate() {
+        row_major.iter_mut().skip(kk).step_by(width).zip(column).for_each(|(d, s)| *d = *s);
+    }
+    row_major
 }
 
 /// The tensor's values in row-major order from offset 0 (a copy only for a strided view).
