@@ -13,9 +13,15 @@ around each iteration, weights restored before every iteration with the Adam sta
                          (the conv's bounds are exact intervals), noise e ~ U[-1, 1], 7 sign
                          steps of 0.25 on e maximising the CE of the layers after it, CE at the
                          latent point, backward through those layers (the conv frozen), Adam.
+  train-crown-conv       full CROWN on paradox CONV, batch 100 (stream 5), eps 0.1: every ReLU
+  train-deepz-conv       input bounded by back-substitution (DeepZ: parallel lower lines), the
+                         margins' lower bound, robust CE, backward, Adam. With --impl lirpa the
+                         same through auto_LiRPA (compute_bounds(method="backward"), DeepZ as
+                         its "same-slope" option).
 
-Usage: python3 scripts/bench_methods_torch.py [--threads 2] [--iters 10] [--warmup 2] [--json]
-Prints one JSON line per workload, as `ironbound bench --json` does, with "impl": "plain".
+Usage: python3 scripts/bench_methods_torch.py [--threads 2] [--iters 10] [--warmup 2] [--impl plain[,lirpa]] [--json]
+Prints one JSON line per workload and implementation, as `ironbound bench --json` does, with
+"impl" "plain" or "lirpa" (the one-step and COLT steps have no auto_LiRPA form).
 """
 import argparse
 import json
@@ -33,6 +39,7 @@ def main():
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--workload", default="train-onestep-dmsmall,train-colt-dmsmall")
+    ap.add_argument("--impl", default="plain", help="plain, lirpa or plain,lirpa (CONV workloads only for lirpa)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
@@ -129,8 +136,50 @@ def main():
 
         return params, loss
 
-    for name in args.workload.split(","):
-        params, loss = {"train-onestep-dmsmall": onestep, "train-colt-dmsmall": colt}[name]()
+    def full_backsub(mode, impl):
+        """A full CROWN (mode "crown") or DeepZ ("deepz") training step on paradox CONV."""
+        net = ref.build_net("conv")
+        x, y = ref.make_data("conv", 100, 5)
+        C = ref.spec_matrix(y)
+        xl, xu = ref.input_box(x, eps)
+        if impl == "lirpa":
+            BoundedModule, BoundedTensor, PerturbationLpNorm = ref._import_lirpa()
+            opts = {"activation_bound_option": "same-slope"} if mode == "deepz" else {}
+            model = BoundedModule(net, torch.empty_like(x), bound_opts=opts, device="cpu")
+            model.train()
+            bx = BoundedTensor(x, PerturbationLpNorm(norm=float("inf"), eps=eps, x_L=xl, x_U=xu))
+
+            def loss():
+                model(bx)  # clean logits (metric only)
+                lb, _ = model.compute_bounds(C=C, method="backward", bound_upper=False)
+                return ref.robust_ce(lb)
+
+            return list(model.parameters()), loss
+        layers = list(net)
+        shapes = ref.layer_input_shapes(net, ref.ARCHS["conv"]["input"])
+
+        def loss():
+            with torch.no_grad():
+                net(x)  # clean logits (metric only)
+            lb, _ = ref.full_backsub(layers, shapes, xl, xu, C, mode)
+            return ref.robust_ce(lb)
+
+        return list(net.parameters()), loss
+
+    steps = {
+        ("train-onestep-dmsmall", "plain"): onestep,
+        ("train-colt-dmsmall", "plain"): colt,
+        ("train-crown-conv", "plain"): lambda: full_backsub("crown", "plain"),
+        ("train-crown-conv", "lirpa"): lambda: full_backsub("crown", "lirpa"),
+        ("train-deepz-conv", "plain"): lambda: full_backsub("deepz", "plain"),
+        ("train-deepz-conv", "lirpa"): lambda: full_backsub("deepz", "lirpa"),
+    }
+    for name, impl in [(n, i) for n in args.workload.split(",") for i in args.impl.split(",")]:
+        if (name, impl) not in steps:
+            if impl == "plain":
+                sys.exit(f"unknown workload '{name}'")
+            continue
+        params, loss = steps[(name, impl)]()
         opt = torch.optim.Adam(params, lr=ref.LR)
         initial = [p.detach().clone() for p in params]
         times = []
@@ -147,7 +196,7 @@ def main():
             if it >= args.warmup:
                 times.append((time.perf_counter() - t0) * 1000)
         times.sort()
-        line = {"workload": name, "ms_median": times[len(times) // 2], "ms_min": times[0], "iters": args.iters, "threads": args.threads, "impl": "plain"}
+        line = {"workload": name, "ms_median": times[len(times) // 2], "ms_min": times[0], "iters": args.iters, "threads": args.threads, "impl": impl}
         print(json.dumps(line) if args.json else f"{name}: median {line['ms_median']:.1f} ms, min {line['ms_min']:.1f} ms")
 
 

@@ -11,8 +11,11 @@ pub use burn::tensor::{module as ops, Bool, DType, Device, Int, Tensor, TensorDa
 use crate::error::{Error, Result};
 use std::sync::OnceLock;
 
+mod cpu;
 mod patches;
+mod relu_rows;
 pub use patches::{conv2d, conv_transpose2d, Patches};
+pub use relu_rows::{relu_intercepts, relu_lines};
 
 /// Where the tensors of this process live (`--device`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

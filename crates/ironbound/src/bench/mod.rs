@@ -31,12 +31,15 @@ pub const WORKLOADS: [&str; 8] = [
     "attack-pgd40-dmsmall",
 ];
 
-/// One step of the other papers' training methods on DM-small (their PyTorch timings come from
+/// One step of the other papers' training methods (their PyTorch timings come from
 /// `scripts/bench_methods_torch.py`): CROWN-IBP (beta = 1) with one-step optimised slopes
-/// (loss-landscape paper), and a COLT step in the latent region after the first conv ReLU (the
-/// DeepZ region, 7 sign-PGD steps on its noise symbols, CE at the latent point, backward through
-/// the layers after it, Adam). Not run by default; name them with `--workload`.
-pub const METHOD_WORKLOADS: [&str; 2] = ["train-onestep-dmsmall", "train-colt-dmsmall"];
+/// (loss-landscape paper) on DM-small; a COLT step in the latent region after the first conv
+/// ReLU (the DeepZ region, 7 sign-PGD steps on its noise symbols, CE at the latent point,
+/// backward through the layers after it, Adam) on DM-small; and full CROWN and DeepZ training
+/// steps (every ReLU input bounded by back-substitution, paradox Table 2's CROWN, DeepZ and,
+/// at the cost of DeepZ's, hBox rows) on paradox CONV, batch 100. Not run by default; name
+/// them with `--workload`.
+pub const METHOD_WORKLOADS: [&str; 4] = ["train-onestep-dmsmall", "train-colt-dmsmall", "train-crown-conv", "train-deepz-conv"];
 
 /// The bounds workloads with float-sound arithmetic (`bounds/sound.rs`): what soundness costs.
 /// Not run by default (the PyTorch peers have no such mode); name them with `--workload`.
@@ -248,6 +251,8 @@ fn build(name: &str, threads: usize, device: &Device) -> Result<Box<dyn Workload
         "train-crownibp-dmlarge-cifar" => train(&DM_LARGE, 32, 7, 2.0 / 255.0, StepLoss::Bound(Method::CrownIbp), threads, device),
         "train-onestep-dmsmall" => train(&DM_SMALL, 256, 1, 0.1, StepLoss::Bound(Method::OneStep), threads, device),
         "train-colt-dmsmall" => train(&DM_SMALL, 256, 1, 0.1, StepLoss::Colt(Box::new(colt_plan())), threads, device),
+        "train-crown-conv" => train(&CONV, 100, 5, 0.1, StepLoss::Bound(Method::Crown), threads, device),
+        "train-deepz-conv" => train(&CONV, 100, 5, 0.1, StepLoss::Bound(Method::Deepz), threads, device),
         "bounds-crown-fc5" => bounds(&FC5, 100, 3, Method::Crown, false, device),
         "bounds-crown-conv" => bounds(&CONV, 32, 5, Method::Crown, false, device),
         "bounds-deepz-fc5" => bounds(&FC5, 100, 3, Method::Deepz, false, device),

@@ -10,7 +10,7 @@ use super::interval::Interval;
 use super::sound;
 use super::spec::apply_rows;
 use crate::net::{numel, AffineLayer, Network, Op, ReluLines};
-use crate::tensor::{pos, Tensor};
+use crate::tensor::{relu_intercepts, relu_lines, Tensor};
 
 /// ReLU lines broadcastable against `A` `[N, K, F]`: `[N, 1, F]`, or `[N, K, F]` when the
 /// lower slope differs per row (alpha-CROWN).
@@ -147,22 +147,22 @@ impl Backsub<'_> {
                         }
                         None => lines.upper_intercept.clone(),
                     };
-                    let dot = |t: Tensor<3>| (t * intercept.clone()).sum_dim(2).squeeze_dim::<2>(2);
-                    let ap = pos(a.clone());
-                    let an = a.clone() - ap.clone();
+                    // Fused kernels (`tensor/relu_rows.rs`): the constants of both signs, then
+                    // the coefficients on the lines their signs pick.
+                    let constants = relu_intercepts(a.clone(), intercept);
+                    let [nb, nk, _] = constants.dims();
+                    let part = |i: usize| constants.clone().slice([0..nb, 0..nk, i..i + 1]).reshape([nb, nk]);
                     let f = lines.upper_slope.dims()[2];
+                    let dn = part(0);
+                    err.constant(&dn, f);
+                    c_lo = Some(err.add(c_lo, dn));
                     let next = if both {
-                        let (up, dn) = (dot(ap), dot(an));
+                        let up = part(1);
                         err.constant(&up, f);
-                        err.constant(&dn, f);
                         c_hi = Some(err.add(c_hi, up));
-                        c_lo = Some(err.add(c_lo, dn));
-                        a * lines.lower_slope.clone()
+                        relu_lines(a, lines.lower_slope.clone(), lines.lower_slope.clone())
                     } else {
-                        let dn = dot(an.clone());
-                        err.constant(&dn, f);
-                        c_lo = Some(err.add(c_lo, dn));
-                        ap * lines.lower_slope.clone() + an * lines.upper_slope.clone()
+                        relu_lines(a, lines.lower_slope.clone(), lines.upper_slope.clone())
                     };
                     // One rounding per coefficient (a product; the other term is zero).
                     err.coefficients(&next, input, 2.0 * sound::U);

@@ -20,8 +20,10 @@ use burn::backend::autodiff::Autodiff;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Backend, Dispatch, Flex};
-use burn::tensor::{DType, Element, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
+
+use super::cpu::{contiguous, typed, Float};
 
 /// Where a convolution's kernel reads its input: everything an unfold or a fold needs besides
 /// the batch size.
@@ -131,19 +133,6 @@ pub trait PatchOps: Backend {
 
 /// Patch-matrix elements per chunk of samples: 1 MiB of float32, an L2-sized block.
 const CHUNK_ELEMENTS: usize = 1 << 18;
-
-/// The element types of the kernels (float32 training, float64 float-sound bounds).
-trait Float: bytemuck::Pod + Default + Send + Sync + Element + std::ops::AddAssign + 'static {
-    const ONE: Self;
-}
-
-impl Float for f32 {
-    const ONE: f32 = 1.0;
-}
-
-impl Float for f64 {
-    const ONE: f64 = 1.0;
-}
 
 /// Copies one sample's input into its zero-padded copy `out` (whose border stays zero).
 fn pad_into<E: Float>(src: &[E], out: &mut [E], p: &Patches) {
@@ -479,23 +468,6 @@ fn weight_grad<E: Float>(x: &[E], dy: &[E], n: usize, cout: usize, p: &Patches) 
         row_major.iter_mut().skip(kk).step_by(width).zip(column).for_each(|(d, s)| *d = *s);
     }
     row_major
-}
-
-/// The tensor's values in row-major order from offset 0 (a copy only for a strided view).
-fn contiguous(t: FlexTensor) -> FlexTensor {
-    match t.is_contiguous() && t.layout().start_offset() == 0 {
-        true => t,
-        false => t.to_contiguous(),
-    }
-}
-
-/// Runs `f` on the float32 or float64 values of `tensors` (the caller has checked the dtype).
-fn typed<const N: usize>(tensors: [&FlexTensor; N], f32s: impl FnOnce([&[f32]; N]) -> TensorData, f64s: impl FnOnce([&[f64]; N]) -> TensorData) -> FlexTensor {
-    let data = match tensors[0].dtype() {
-        DType::F64 => f64s(tensors.map(|t| t.storage::<f64>())),
-        _ => f32s(tensors.map(|t| t.storage::<f32>())),
-    };
-    FlexTensor::from_data(data)
 }
 
 /// The convolution `[n, cout, ho, wo]` of `x` `[n, c, h, w]`.
