@@ -20,7 +20,7 @@ use burn::backend::autodiff::Autodiff;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Backend, Dispatch, Flex};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::cpu::{contiguous, typed, Float};
@@ -401,6 +401,16 @@ fn gemm_strided<E: Float>(dst: &mut [E], out: Operand<E>, lhs: Operand<E>, rhs: 
     }
 }
 
+/// One chunk's convolution from its patch matrix `cols`: `w · cols` into the chunk's NCHW
+/// output `y`, through the scratch `t`.
+fn forward_chunk<E: Float>(cols: &[E], t: &mut [E], w: &[E], y: &mut [E], cout: usize, p: &Patches) {
+    let (width, span) = (p.width(), y.len() / cout);
+    let lhs = Operand { values: w, rows: cout, cols: width, row_stride: width, col_stride: 1 };
+    let rhs = Operand { values: cols, rows: width, cols: span, row_stride: span, col_stride: 1 };
+    gemm_into(t, span, lhs, rhs);
+    samples_first(t, y, cout, p.positions());
+}
+
 /// `y [n, cout, positions] = w · patches(x)`, chunk by chunk in parallel.
 fn forward<E: Float>(x: &[E], w: &[E], n: usize, cout: usize, p: &Patches) -> Vec<E> {
     let (width, positions, len, chunk) = (p.width(), p.positions(), p.input_len(), p.chunk());
@@ -409,10 +419,7 @@ fn forward<E: Float>(x: &[E], w: &[E], n: usize, cout: usize, p: &Patches) -> Ve
         let span = y.len() / cout;
         with_scratch(width * span, cout * span, |cols: &mut [E], t: &mut [E]| {
             unfold_into(&x[c * chunk * len..], span / positions, p, cols);
-            let lhs = Operand { values: w, rows: cout, cols: width, row_stride: width, col_stride: 1 };
-            let rhs = Operand { values: &*cols, rows: width, cols: span, row_stride: span, col_stride: 1 };
-            gemm_into(t, span, lhs, rhs);
-            samples_first(t, y, cout, positions);
+            forward_chunk(cols, t, w, y, cout, p);
         });
     });
     y
@@ -437,8 +444,36 @@ fn input_grad<E: Float>(dy: &[E], w: &[E], n: usize, cout: usize, p: &Patches) -
     dx
 }
 
+/// One chunk's part of the weight gradient from its patch matrix `cols` and its NCHW output
+/// gradient `dy`: `dy · cols^T`, column-major `[cout, width]` (`gemm` then reads the patch
+/// matrix in place: it copies a right-hand side only when its rows are not contiguous),
+/// through the scratch `t`.
+fn weight_partial<E: Float>(cols: &[E], t: &mut [E], dy: &[E], cout: usize, p: &Patches) -> Vec<E> {
+    let (width, span) = (p.width(), dy.len() / cout);
+    channels_first(dy, t, cout, p.positions());
+    let mut g = vec![E::default(); cout * width];
+    let lhs = Operand { values: &*t, rows: cout, cols: span, row_stride: span, col_stride: 1 };
+    let rhs = Operand { values: cols, rows: span, cols: width, row_stride: 1, col_stride: span };
+    gemm_col_major(&mut g, cout, lhs, rhs);
+    g
+}
+
+/// The chunks' column-major partial weight gradients summed in chunk order (so that the
+/// result does not depend on the threads), transposed once to the row-major `[cout, width]`.
+fn sum_partials<E: Float>(partial: Vec<Vec<E>>, cout: usize, width: usize) -> Vec<E> {
+    let mut sum = vec![E::default(); cout * width];
+    for g in partial {
+        sum.iter_mut().zip(g).for_each(|(s, g)| *s += g);
+    }
+    let mut row_major = vec![E::default(); cout * width];
+    for (kk, column) in sum.chunks_exact(cout).enumerate() {
+        row_major.iter_mut().skip(kk).step_by(width).zip(column).for_each(|(d, s)| *d = *s);
+    }
+    row_major
+}
+
 /// The weight gradient `[cout, width]`: dy · patches(x)^T, the chunks' partial products
-/// computed in parallel and summed in chunk order.
+/// computed in parallel.
 fn weight_grad<E: Float>(x: &[E], dy: &[E], n: usize, cout: usize, p: &Patches) -> Vec<E> {
     let (width, positions, len, chunk) = (p.width(), p.positions(), p.input_len(), p.chunk());
     let partial: Vec<Vec<E>> = (0..n.div_ceil(chunk))
@@ -447,27 +482,32 @@ fn weight_grad<E: Float>(x: &[E], dy: &[E], n: usize, cout: usize, p: &Patches) 
             let span = chunk.min(n - c * chunk) * positions;
             with_scratch(width * span, cout * span, |cols: &mut [E], t: &mut [E]| {
                 unfold_into(&x[c * chunk * len..], span / positions, p, cols);
-                channels_first(&dy[c * chunk * cout * positions..][..cout * span], t, cout, positions);
-                // Into a column-major `[cout, width]`: `gemm` then reads the patch matrix in
-                // place (it copies a right-hand side only when its rows are not contiguous).
-                let mut g = vec![E::default(); cout * width];
-                let lhs = Operand { values: &*t, rows: cout, cols: span, row_stride: span, col_stride: 1 };
-                let rhs = Operand { values: &*cols, rows: span, cols: width, row_stride: 1, col_stride: span };
-                gemm_col_major(&mut g, cout, lhs, rhs);
-                g
+                weight_partial(cols, t, &dy[c * chunk * cout * positions..][..cout * span], cout, p)
             })
         })
         .collect();
-    let mut sum = vec![E::default(); cout * width];
-    for g in partial {
-        sum.iter_mut().zip(g).for_each(|(s, g)| *s += g);
-    }
-    // The column-major sum, transposed once to the row-major `[cout, width]`.
-    let mut row_major = vec![E::default(); cout * width];
-    for (kk, column) in sum.chunks_exact(cout).enumerate() {
-        row_major.iter_mut().skip(kk).step_by(width).zip(column).for_each(|(d, s)| *d = *s);
-    }
-    row_major
+    sum_partials(partial, cout, width)
+}
+
+/// `forward(x, w)` and `weight_grad(x, dy)` from one unfold of each chunk of `x`: the backward
+/// pass of a transposed convolution (back-substitution's) needs both, and the unfold of its
+/// `[rows · samples]`-long output gradient is the larger part of either.
+fn forward_and_weight_grad<E: Float>(x: &[E], w: &[E], dy: &[E], n: usize, cout: usize, p: &Patches) -> (Vec<E>, Vec<E>) {
+    let (width, positions, len, chunk) = (p.width(), p.positions(), p.input_len(), p.chunk());
+    let mut y = vec![E::default(); n * cout * positions];
+    let partial: Vec<Vec<E>> = y
+        .par_chunks_mut(chunk * cout * positions)
+        .enumerate()
+        .map(|(c, y)| {
+            let span = y.len() / cout;
+            with_scratch(width * span, cout * span, |cols: &mut [E], t: &mut [E]| {
+                unfold_into(&x[c * chunk * len..], span / positions, p, cols);
+                forward_chunk(cols, t, w, y, cout, p);
+                weight_partial(cols, t, &dy[c * chunk * cout * positions..][..cout * span], cout, p)
+            })
+        })
+        .collect();
+    (y, sum_partials(partial, cout, width))
 }
 
 /// The convolution `[n, cout, ho, wo]` of `x` `[n, c, h, w]`.
@@ -489,6 +529,19 @@ fn weight_flex(x: &FlexTensor, y: &FlexTensor, p: &Patches) -> FlexTensor {
     let (n, cout) = (x.layout().shape()[0], y.layout().shape()[1]);
     let shape = [cout, p.width()];
     typed([x, y], |[x, y]| TensorData::new(weight_grad(x, y, n, cout, p), shape), |[x, y]| TensorData::new(weight_grad(x, y, n, cout, p), shape))
+}
+
+/// `conv_flex(x, weight)` and `weight_flex(x, y)` in one pass over `x`'s patches.
+fn conv_and_weight_flex(x: &FlexTensor, weight: &FlexTensor, y: &FlexTensor, p: &Patches) -> (FlexTensor, FlexTensor) {
+    let (n, cout) = (x.layout().shape()[0], weight.layout().shape()[0]);
+    let (shape, w_shape) = ([n, cout, p.output[0], p.output[1]], [cout, p.width()]);
+    fn pair<E: Float>((a, b): (Vec<E>, Vec<E>), shape: [usize; 4], w_shape: [usize; 2]) -> (FlexTensor, FlexTensor) {
+        (FlexTensor::from_data(TensorData::new(a, shape)), FlexTensor::from_data(TensorData::new(b, w_shape)))
+    }
+    match x.dtype() {
+        DType::F64 => pair(forward_and_weight_grad(x.storage::<f64>(), weight.storage(), y.storage(), n, cout, p), shape, w_shape),
+        _ => pair(forward_and_weight_grad(x.storage::<f32>(), weight.storage(), y.storage(), n, cout, p), shape, w_shape),
+    }
 }
 
 impl PatchOps for Flex {
@@ -517,6 +570,12 @@ impl Backward<Flex, 2> for PatchBackward {
         let [input_node, weight_node] = ops.parents;
         let d = contiguous(grads.consume::<Flex>(&ops.node));
         let (input, weight, p) = ops.state;
+        if let (true, Some(input_node), Some(weight_node)) = (self.transpose, &input_node, &weight_node) {
+            let (back, dw) = conv_and_weight_flex(&d, &weight, &input, &p);
+            grads.register::<Flex>(input_node.id, back);
+            grads.register::<Flex>(weight_node.id, dw);
+            return;
+        }
         if let Some(node) = input_node {
             let back = match self.transpose {
                 false => conv_transpose_flex(&d, &weight, &p),
