@@ -150,13 +150,18 @@ fn lines_gradient<E: Float>(d: Dims, [g, a, lo, up]: [&[E]; 4], [da, dl, du]: [D
     })
 }
 
-/// Gradients of `relu_row_lines` for the operands `wanted` marks: `a`, `lower`, `upper`.
-fn lines_backward<E: Float>(v: [&[E]; 4], d: [Dims; 3], wanted: [bool; 3]) -> [Option<Vec<E>>; 3] {
+/// Gradients of `relu_row_lines` for the operands `wanted` marks: `a`, `lower`, `upper`. With
+/// `parallel` (both lines are one tensor: DeepZ, hBox) the lower line's gradient is the whole
+/// of that tensor's, in one pass, and the upper's is not computed.
+fn lines_backward<E: Float>(v: [&[E]; 4], d: [Dims; 3], wanted: [bool; 3], parallel: bool) -> [Option<Vec<E>>; 3] {
     let zero = E::default();
     [
         wanted[0].then(|| lines_gradient(d[0], v, d, |x, l, u| pick(x, l, u))),
-        wanted[1].then(|| lines_gradient(d[1], v, d, |x, _, _| pick(x, x, zero))),
-        wanted[2].then(|| lines_gradient(d[2], v, d, |x, _, _| pick(x, zero, x))),
+        wanted[1].then(|| match parallel {
+            true => lines_gradient(d[1], v, d, |x, _, _| x),
+            false => lines_gradient(d[1], v, d, |x, _, _| pick(x, x, zero)),
+        }),
+        (wanted[2] && !parallel).then(|| lines_gradient(d[2], v, d, |x, _, _| pick(x, zero, x))),
     ]
 }
 
@@ -230,9 +235,10 @@ impl Backward<Flex, 3> for LinesBackward {
         let [a, lo, up] = ops.state;
         let d = [dims(&a), dims(&lo), dims(&up)];
         let wanted = ops.parents.each_ref().map(Option::is_some);
+        let parallel = matches!(&ops.parents[1..], [Some(l), Some(u)] if l.id == u.id);
         let values = match a.dtype() {
-            DType::F64 => data(lines_backward([g.storage::<f64>(), a.storage(), lo.storage(), up.storage()], d, wanted), d),
-            _ => data(lines_backward([g.storage::<f32>(), a.storage(), lo.storage(), up.storage()], d, wanted), d),
+            DType::F64 => data(lines_backward([g.storage::<f64>(), a.storage(), lo.storage(), up.storage()], d, wanted, parallel), d),
+            _ => data(lines_backward([g.storage::<f32>(), a.storage(), lo.storage(), up.storage()], d, wanted, parallel), d),
         };
         register(grads, ops.parents.map(|p| p.map(|node| node.id)), values);
     }
@@ -363,6 +369,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// One tensor as both lines (DeepZ's and hBox's parallel lines): its gradient is `a`'s
+    /// product with the output gradient, summed over what it broadcasts over, counted once.
+    #[test]
+    fn one_tensor_as_both_lines_gets_its_whole_gradient_once() {
+        let a = random([3, 4, 9], DType::F64).autodiff().require_grad();
+        let s = random([3, 1, 9], DType::F64).autodiff().require_grad();
+        let g = random([3, 4, 9], DType::F64);
+        let grads = (relu_lines(a.clone(), s.clone(), s.clone()) * g.clone()).sum().backward();
+        let want = (a.clone().without_autodiff() * g).sum_dim(1);
+        assert!(max_diff(s.grad(&grads).unwrap_or_else(|| panic!("no gradient")), want) < 1e-12);
     }
 
     /// Untracked operands (the float-sound pass, detached lines) take the same kernels.
